@@ -1,0 +1,28 @@
+# Two set-up commands: `make demo` (main job on built-in data) and `make test` (the suite).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+
+.PHONY: demo test bench install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/priors3d demo
+
+test: install
+	$(PY) -m pytest -n 2 -q
+
+bench: install
+	$(PY) bench/vn_layers.py
+
+clean:
+	rm -rf $(VENV) runs

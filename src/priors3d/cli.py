@@ -1,0 +1,67 @@
+"""The ``priors3d`` command: ``priors3d GROUP COMMAND [OPTIONS]``.
+
+Thin by design: every command is a library function taking one config dataclass; this module
+finds the function, lets tyro build the options from the dataclass, and calls it. Imports are
+lazy so that ``priors3d --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import typing
+
+import tyro
+
+# group -> command -> "module:function"; the function takes one config dataclass.
+COMMANDS: dict[str, dict[str, str]] = {
+    "demo": {"rotation": "priors3d.demo:rotation_demo"},
+}
+
+
+def _resolve(target: str):
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _usage() -> str:
+    lines = ["usage: priors3d GROUP COMMAND [OPTIONS]   (COMMAND --help for its options)", ""]
+    for group, commands in COMMANDS.items():
+        for command, target in commands.items():
+            lines.append(f"  priors3d {group} {command:<12} {target}")
+    return "\n".join(lines)
+
+
+def run_command(group: str, command: str, args: list[str]):
+    """Parse ``args`` into the command's config dataclass and call the command."""
+    if group not in COMMANDS:
+        raise SystemExit(f"unknown group {group!r}; expected one of {sorted(COMMANDS)}\n\n{_usage()}")
+    if command not in COMMANDS[group]:
+        raise SystemExit(
+            f"unknown command {group} {command!r}; expected one of {sorted(COMMANDS[group])}\n\n{_usage()}"
+        )
+    func = _resolve(COMMANDS[group][command])
+    (param,) = inspect.signature(func).parameters.values()
+    config_type = typing.get_type_hints(func)[param.name]
+    config = tyro.cli(config_type, args=args, prog=f"priors3d {group} {command}",
+                      description=inspect.getdoc(func))
+    return func(config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(_usage())
+        return
+    group, rest = argv[0], argv[1:]
+    commands = COMMANDS.get(group, {})
+    if len(commands) == 1 and (not rest or rest[0].startswith("-")):
+        rest = [next(iter(commands))] + rest  # a group with one command needs no command name
+    if not rest:
+        raise SystemExit(f"priors3d {group}: missing command\n\n{_usage()}")
+    run_command(group, rest[0], rest[1:])
+
+
+if __name__ == "__main__":
+    main()
