@@ -1,0 +1,98 @@
+"""k-nearest-neighbour graphs and EdgeConv edge features, in pure PyTorch (no compiled extensions).
+
+Neighbour indices are ``[B, N, k]`` and include the point itself (its distance is 0), as in DGCNN.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .layers import vn_leaky_relu, vn_linear
+from .layout import check_features
+from .norm import VNBatchNorm
+
+
+def knn(x: Tensor, k: int, chunk: int = 256) -> Tensor:
+    """Indices ``[B, N, k]`` of the ``k`` nearest neighbours of each point.
+
+    ``x`` is ``[B, D, N]`` (scalar features) or ``[B, C, 3, N]`` (VN features, compared as ``3C``-vectors,
+    which is rotation-invariant). Queries run in chunks of ``chunk`` points, so the distance matrix in
+    memory is ``[B, chunk, N]``, not ``[B, N, N]``.
+    """
+    if x.ndim == 4:
+        check_features(x, None, "knn")
+        x = x.flatten(1, 2)
+    if x.ndim != 3:
+        raise ValueError(f"knn expects [B, D, N] or [B, C, 3, N], got {list(x.shape)}")
+    n = x.shape[-1]
+    if not 0 < k <= n:
+        raise ValueError(f"k must be in [1, N={n}], got {k}")
+    points = x.transpose(1, 2)  # [B, N, D], a view
+    with torch.no_grad():
+        return torch.cat([
+            torch.cdist(points[:, start:start + chunk], points).topk(k, dim=-1, largest=False).indices
+            for start in range(0, n, chunk)
+        ], dim=1)
+
+
+def gather_neighbors(x: Tensor, index: Tensor) -> Tensor:
+    """``x [B, ..., N]`` gathered at ``index [B, N', k]`` → ``[B, ..., N', k]`` (no transposes)."""
+    b, n_query, k = index.shape
+    flat = x.reshape(b, -1, x.shape[-1])
+    gathered = flat.gather(-1, index.reshape(b, 1, n_query * k).expand(-1, flat.shape[1], -1))
+    return gathered.view(*x.shape[:-1], n_query, k)
+
+
+def edge_features(x: Tensor, index: Tensor, cross: bool = False) -> Tensor:
+    """EdgeConv features ``[x_j − x_i, x_i]`` (and ``x_j × x_i`` with ``cross``) for VN features.
+
+    ``x [B, C, 3, N]``, ``index [B, N, k]`` → ``[B, 2C or 3C, 3, N, k]``. Materialises the whole edge
+    tensor; :class:`VNEdgeConv` avoids that.
+    """
+    check_features(x, None, "edge_features")
+    neighbors = gather_neighbors(x, index)
+    center = x.unsqueeze(-1).expand_as(neighbors)
+    parts = [neighbors - center, center]
+    if cross:
+        parts.append(torch.linalg.cross(neighbors, center, dim=2))
+    return torch.cat(parts, dim=1)
+
+
+class VNEdgeConv(nn.Module):
+    """VN EdgeConv: edge features, VN linear + batch norm + VN-LeakyReLU, then pooling over neighbours.
+
+    ``x [B, C, 3, N]``, ``index [B, N, k]`` → ``[B, O, 3, N]``. Mathematically the same as
+    ``pool_k(VNLinearLeakyReLU(2C, O)(edge_features(x, index)))``, but the linear maps (feature and
+    direction) run on the points before the neighbours are gathered:
+    ``W [x_j − x_i, x_i] = W₁ x_j + (W₂ − W₁) x_i``, so the ``[B, 2C, 3, N, k]`` edge tensor is never built.
+    With ``cross`` the edge feature gains ``x_j × x_i`` (VN-PointNet's and VN-DGCNN's first layer).
+    ``pool`` is ``"mean"`` or a module mapping ``[B, O, 3, N, k]`` → ``[B, O, 3, N]``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, negative_slope: float = 0.2,
+                 cross: bool = False, pool: nn.Module | None = None):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.negative_slope, self.cross = negative_slope, cross
+        n_parts = 3 if cross else 2
+        # rows: [feature map; direction map], columns: [x_j − x_i | x_i | x_j × x_i] blocks of C
+        self.weight = nn.Parameter(torch.empty(2 * out_channels, n_parts * in_channels))
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        self.norm = VNBatchNorm(out_channels)
+        self.pool = pool
+
+    def forward(self, x: Tensor, index: Tensor) -> Tensor:
+        check_features(x, self.in_channels, type(self).__name__)
+        c = self.in_channels
+        w_diff, w_center = self.weight[:, :c], self.weight[:, c:2 * c]
+        per_neighbor = vn_linear(x, w_diff)                    # W₁ x, gathered at j
+        per_center = vn_linear(x, w_center - w_diff)           # (W₂ − W₁) x, at i
+        edges = gather_neighbors(per_neighbor, index) + per_center.unsqueeze(-1)
+        if self.cross:
+            neighbors = gather_neighbors(x, index)
+            crossed = torch.linalg.cross(neighbors, x.unsqueeze(-1).expand_as(neighbors), dim=2)
+            edges = edges + vn_linear(crossed, self.weight[:, 2 * c:])
+        q, k = edges.split(self.out_channels, dim=1)
+        out = vn_leaky_relu(self.norm(q), k, self.negative_slope)
+        return out.mean(-1) if self.pool is None else self.pool(out)

@@ -1,0 +1,61 @@
+"""The invariant layer: project equivariant features on a learned equivariant frame, ``V Tᵀ``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .layers import VNLinear, VNLinearLeakyReLU
+from .layout import EPS, check_features
+
+
+def _unit(v: Tensor) -> Tensor:
+    """``v / ‖v‖`` over dim 1 of ``[B, 3, ...]``: exactly unit above ``ε``, finite (with gradient) at zero."""
+    return v / (v * v).sum(1, keepdim=True).clamp_min(EPS * EPS).sqrt()
+
+
+def orthonormalize(frame: Tensor) -> Tensor:
+    """Gram–Schmidt on the first two vectors of ``frame [B, 2 or 3, 3, ...]``, third by cross product.
+
+    Returns ``[B, 3, 3, ...]`` whose rows (dim 1) are orthonormal with determinant +1, so the result
+    rotates with its input (a reflection would not).
+    """
+    u1 = _unit(frame[:, 0])
+    u2 = _unit(frame[:, 1] - (frame[:, 1] * u1).sum(1, keepdim=True) * u1)
+    return torch.stack([u1, u2, torch.linalg.cross(u1, u2, dim=1)], dim=1)
+
+
+class VNInvariant(nn.Module):
+    """Invariant features ``V Tᵀ`` from a frame ``T`` learned by a small VN MLP.
+
+    Input ``V [B, C, 3, N, ...]`` (or ``[B, C, 3]``). With ``concat_mean`` the layer works on
+    ``[V, mean_N V]`` (``2C`` channels; the mean over the last dimension, broadcast back), as the
+    reference models do. The MLP ``2C → C → C/2 → 2 or 3`` (hidden widths at least 3) (VN linear + VN-LeakyReLU, VN linear) outputs
+    the frame ``T [B, 3, 3, ...]`` (three vectors per point), which rotates with the input, so the
+    features ``[B, C', 3, ...]`` (``C'`` = channels used; the xyz dimension now indexes the three frame
+    vectors) do not change under rotation. Returns ``(features, frame)``.
+    """
+
+    def __init__(self, channels: int, concat_mean: bool = True, orthonormal: bool = True,
+                 negative_slope: float = 0.2, batchnorm: bool = True):
+        super().__init__()
+        self.channels, self.concat_mean, self.orthonormal = channels, concat_mean, orthonormal
+        width = 2 * channels if concat_mean else channels
+        # at least 3 hidden vectors: fewer would span less than 3D and give a degenerate frame
+        hidden1, hidden2 = max(width // 2, 3), max(width // 4, 3)
+        self.frame_mlp = nn.Sequential(
+            VNLinearLeakyReLU(width, hidden1, negative_slope, batchnorm=batchnorm),
+            VNLinearLeakyReLU(hidden1, hidden2, negative_slope, batchnorm=batchnorm),
+            VNLinear(hidden2, 2 if orthonormal else 3),
+        )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_features(x, self.channels, type(self).__name__)
+        if self.concat_mean:
+            if x.ndim < 4:
+                raise ValueError(f"VNInvariant(concat_mean=True) needs points: [B, C, 3, N, ...], got {list(x.shape)}")
+            x = torch.cat([x, x.mean(-1, keepdim=True).expand_as(x)], dim=1)
+        frame = self.frame_mlp(x)
+        if self.orthonormal:
+            frame = orthonormalize(frame)
+        return torch.einsum("bcx...,bkx...->bck...", x, frame), frame

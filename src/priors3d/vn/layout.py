@@ -1,0 +1,30 @@
+"""The vector-neuron feature layout ``[B, C, 3, N, ...]`` and conversions from points."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+EPS = 1e-6  # as in the Vector Neurons reference: keeps divisions by squared norms finite
+
+
+def check_features(x: Tensor, channels: int | None, layer: str) -> None:
+    """Raise a ValueError naming the expected layout unless ``x`` is ``[B, channels, 3, ...]``."""
+    if x.ndim < 3 or x.shape[2] != 3 or (channels is not None and x.shape[1] != channels):
+        c = "C" if channels is None else str(channels)
+        raise ValueError(
+            f"{layer} expects vector-neuron features [B, {c}, 3, N, ...] (batch, channels, xyz, points...), "
+            f"got {list(x.shape)}; turn points [B, N, 3] into features with priors3d.vn.to_vn(points)"
+        )
+
+
+def to_vn(points: Tensor) -> Tensor:
+    """Points ``[B, N, 3]`` → one-channel vector-neuron features ``[B, 1, 3, N]``."""
+    if points.ndim != 3 or points.shape[-1] != 3:
+        raise ValueError(f"to_vn expects points [B, N, 3], got {list(points.shape)}")
+    return points.transpose(1, 2).unsqueeze(1)
+
+
+def from_vn(features: Tensor) -> Tensor:
+    """Features ``[B, C, 3, N]`` → ``[B, N, C, 3]``, one set of C vectors per point."""
+    check_features(features, None, "from_vn")
+    return features.movedim(2, -1).movedim(1, -2)

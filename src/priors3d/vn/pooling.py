@@ -1,0 +1,83 @@
+"""Pooling of vector-neuron features over points or neighbours (the last dimensions).
+
+Which to use when:
+
+- ``mean_pool``: no parameters, exact, smooth; the reference VN-DGCNN's default.
+- ``VNMaxPool``: per channel, the vector with the largest projection on a learned direction
+  ``k = U V`` (the reference formulation). The argmax is piecewise constant, so ``U`` receives **no
+  gradient** and stays at its initialisation: use it to reproduce the reference, or with a direction
+  trained beforehand.
+- ``VNSoftMaxPool``: a softmax over the same projections with a temperature; ``U`` is trained, and as
+  the temperature goes to 0 it tends to ``VNMaxPool``. Use it when max pooling should learn its directions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .layers import VNLinear, vn_linear
+from .layout import check_features
+
+
+def mean_pool(x: Tensor, dim: int = -1, keepdim: bool = False) -> Tensor:
+    """Mean over ``dim`` of ``[B, C, 3, ..., N]`` (a point or neighbour dimension, never xyz)."""
+    check_features(x, None, "mean_pool")
+    if dim % x.ndim <= 2:
+        raise ValueError(f"mean_pool pools a point/neighbour dimension (>= 3) of [B, C, 3, ...], got dim={dim}")
+    return x.mean(dim, keepdim=keepdim)
+
+
+class VNMaxPool(nn.Module):
+    """Per channel, pick the vector with the largest projection on ``k = U V``.
+
+    ``[B, C, 3, ..., N]`` → ``[B, C, 3, ...]`` (pools the last dimension). ``U`` gets no gradient
+    through the argmax; see :class:`VNSoftMaxPool`.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.map_to_dir = VNLinear(channels, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_features(x, self.channels, type(self).__name__)
+        if x.ndim < 4:
+            raise ValueError(f"VNMaxPool needs a dimension to pool: [B, C, 3, ..., N], got {list(x.shape)}")
+        dot = (x * vn_linear(x, self.map_to_dir.weight)).sum(2, keepdim=True)
+        index = dot.argmax(-1, keepdim=True).expand(*x.shape[:-1], 1)
+        return x.gather(-1, index).squeeze(-1)
+
+
+class VNSoftMaxPool(nn.Module):
+    """Softmax-weighted pooling by the projections ``⟨v, k⟩`` on ``k = U V``, temperature ``t``.
+
+    ``[B, C, 3, ..., N]`` → ``[B, C, 3, ...]``: ``Σ_n softmax_n(⟨v_n, k_n⟩ / t) v_n``. Differentiable
+    in ``U``; tends to :class:`VNMaxPool` as ``t → 0``.
+    """
+
+    def __init__(self, channels: int, temperature: float = 0.1):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.channels, self.temperature = channels, temperature
+        self.map_to_dir = VNLinear(channels, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_features(x, self.channels, type(self).__name__)
+        if x.ndim < 4:
+            raise ValueError(f"VNSoftMaxPool needs a dimension to pool: [B, C, 3, ..., N], got {list(x.shape)}")
+        dot = (x * vn_linear(x, self.map_to_dir.weight)).sum(2, keepdim=True)
+        weights = torch.softmax(dot / self.temperature, dim=-1)
+        return (x * weights).sum(-1)
+
+
+def make_pool(kind: str, channels: int) -> nn.Module | None:
+    """``"mean"`` → None (use :func:`mean_pool`), ``"max"`` → VNMaxPool, ``"softmax"`` → VNSoftMaxPool."""
+    if kind == "mean":
+        return None
+    if kind == "max":
+        return VNMaxPool(channels)
+    if kind == "softmax":
+        return VNSoftMaxPool(channels)
+    raise ValueError(f"pooling must be one of ['mean', 'max', 'softmax'], got {kind!r}")
