@@ -17,6 +17,8 @@ import tyro
 # group -> command -> "module:function"; the function takes one config dataclass.
 COMMANDS: dict[str, dict[str, str]] = {
     "demo": {"rotation": "priors3d.demo:rotation_demo"},
+    "data": {"prepare": "priors3d.pointcloud.data:prepare"},
+    "field": {"generate": "priors3d.fields.scenes.generate:generate"},
 }
 
 

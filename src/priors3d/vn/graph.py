@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .layers import vn_leaky_relu, vn_linear
+from .layers import bn_leaky_relu, vn_linear
 from .layout import check_features
 from .norm import VNBatchNorm
 
@@ -94,5 +94,5 @@ class VNEdgeConv(nn.Module):
             crossed = torch.linalg.cross(neighbors, x.unsqueeze(-1).expand_as(neighbors), dim=2)
             edges = edges + vn_linear(crossed, self.weight[:, 2 * c:])
         q, k = edges.split(self.out_channels, dim=1)
-        out = vn_leaky_relu(self.norm(q), k, self.negative_slope)
+        out = bn_leaky_relu(q, k, self.norm, self.negative_slope)
         return out.mean(-1) if self.pool is None else self.pool(out)

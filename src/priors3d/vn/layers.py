@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fused import vn_batchnorm_leaky_relu
 from .layout import EPS, check_features
 from .norm import VNBatchNorm
 
@@ -31,9 +32,9 @@ def vn_leaky_relu(q: Tensor, k: Tensor, negative_slope: float = 0.0, eps: float 
     ``s·q + (1 − s)·relu(q)``. Both collapse to ``q − (1 − s) · min(⟨q, k⟩ / (‖k‖² + ε), 0) · k``,
     which is finite (and equals ``q``) when ``k`` is zero.
     """
-    dot = (q * k).sum(2, keepdim=True)
-    coefficient = (dot / ((k * k).sum(2, keepdim=True) + eps)).clamp(max=0.0)
-    return q - (1.0 - negative_slope) * coefficient * k
+    dot = torch.linalg.vecdot(q, k, dim=2).unsqueeze(2)
+    coefficient = (dot / (torch.linalg.vecdot(k, k, dim=2).unsqueeze(2) + eps)).clamp(max=0.0)
+    return torch.addcmul(q, (negative_slope - 1.0) * coefficient, k)
 
 
 class VNLinear(nn.Module):
@@ -72,6 +73,9 @@ class VNLeakyReLU(nn.Module):
 class VNLinearLeakyReLU(nn.Module):
     """Linear map, optional VN batch norm, then VN-LeakyReLU, the direction learned from the input.
 
+    With batch norm the norm and the nonlinearity run as one fused autograd function (single backward
+    only; use ``batchnorm=False`` under ``torch.func`` or for double backward).
+
     ``q = BN(W V)``, ``k = U V`` (the reference formulation: the direction sees the layer's input, not
     its output), output ``VN-LeakyReLU(q, k)``. Both maps run as one matrix product.
     ``[B, in, 3, ...]`` → ``[B, out, 3, ...]``.
@@ -90,7 +94,15 @@ class VNLinearLeakyReLU(nn.Module):
         check_features(x, self.in_channels, type(self).__name__)
         both = vn_linear(x, torch.cat([self.map_to_feat.weight, self.map_to_dir.weight]))
         q, k = both.split([self.out_channels, both.shape[1] - self.out_channels], dim=1)
-        return vn_leaky_relu(self.norm(q), k, self.negative_slope)
+        return bn_leaky_relu(q, k, self.norm, self.negative_slope)
+
+
+def bn_leaky_relu(q: Tensor, k: Tensor, norm: nn.Module, negative_slope: float) -> Tensor:
+    """``vn_leaky_relu(norm(q), k)``, through the fused kernel when ``norm`` is a :class:`VNBatchNorm`."""
+    if isinstance(norm, VNBatchNorm):
+        check_features(q, norm.channels, "VNBatchNorm")
+        return vn_batchnorm_leaky_relu(q, k, norm.bn, negative_slope)
+    return vn_leaky_relu(norm(q), k, negative_slope)
 
 
 class VNDropout(nn.Module):
