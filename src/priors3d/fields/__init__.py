@@ -1,0 +1,1 @@
+"""Neural fields on posed views: data (``views``, ``scenes``, ``formats``), rays, NeRF and rendering."""

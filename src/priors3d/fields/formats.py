@@ -1,0 +1,448 @@
+"""Scene folders on disk: our writer and loaders for public layouts, all returning :class:`Scene`.
+
+Every loader converts to the library's conventions here and nowhere else: camera-to-world in
+OpenGL axes, intrinsics ``(fx, fy, cx, cy)`` with pixel ``(u, v)`` centred at ``(u + 0.5, v + 0.5)``,
+z-depth in metres (0 = unknown), labels in memory ``0..C-1`` with ``-1`` = void.
+
+On disk, label PNGs store void as 0 and class (or instance) ``c`` as ``c + 1``; depth PNGs are
+16-bit millimetres.
+
+Layouts:
+    * nerfstudio / Blender: ``transforms.json`` (or ``transforms_train.json`` + ``transforms_test.json``).
+    * Replica as rendered for Semantic-NeRF: ``traj_w_c.txt`` + ``rgb/``, ``depth/``, ``semantic_class/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from priors3d.fields.views import Scene, Views
+from priors3d.runs import atomic_write, save_json
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG")
+OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])  # right-multiply a c2w: flips the camera's y and z axes
+
+
+def split_indices(n: int, test_every: int) -> tuple[list[int], list[int]]:
+    """Train and test frame indices: every ``test_every``-th frame from ``test_every // 2`` on is a test frame,
+    so test frames lie between train frames."""
+    if test_every < 2:
+        raise ValueError(f"test_every must be >= 2, got {test_every}")
+    test = [i for i in range(n) if i % test_every == test_every // 2]
+    return [i for i in range(n) if i % test_every != test_every // 2], test
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to the temporary name
+        np.save(f, array)
+
+
+def _labels_to_disk(labels: Tensor) -> np.ndarray:
+    on_disk = (labels + 1).clamp_min(0).numpy()
+    return on_disk.astype(np.uint8 if on_disk.max(initial=0) < 256 else np.uint16)
+
+
+def write_nerfstudio(scene: Scene, folder: str | Path) -> Path:
+    """Write ``scene`` as a nerfstudio folder; returns the path of ``transforms.json``.
+
+    Files: ``images/<name>.png``, ``depth/<name>.png`` (uint16 mm), ``semantic_class/<name>.png`` and
+    ``semantic_instance/<name>.png`` (0 = void, ``c + 1`` = id ``c``), ``features/<name>.npy``,
+    ``transforms.json`` (intrinsics ``fl_x, fl_y, cx, cy, w, h``, OpenGL ``transform_matrix`` per frame,
+    ``train_filenames`` / ``test_filenames``) and ``scene.json`` (class names and colours, aabb, near, far).
+    """
+    root = Path(folder)
+    splits = {"train": scene.train, "test": scene.test}
+    names = scene.train.names + scene.test.names
+    if len(set(names)) != len(names):
+        raise ValueError("view names must be unique across train and test to share one folder")
+    h, w = scene.train.hw
+    frames, split_files = [], {"train": [], "test": []}
+    for split, views in splits.items():
+        if views.hw != (h, w):
+            raise ValueError(f"all views must be {h}x{w}, the {split} views are {views.hw[0]}x{views.hw[1]}")
+        for i, name in enumerate(views.names):
+            frame = {"file_path": f"images/{name}.png", "transform_matrix": views.c2w[i].tolist()}
+            fx, fy, cx, cy = views.intrinsics[i].tolist()
+            frame.update(fl_x=fx, fl_y=fy, cx=cx, cy=cy)
+            _save_png(root / frame["file_path"], (views.images[i].clamp(0, 1) * 255).round().byte().numpy())
+            if views.depth is not None:
+                frame["depth_file_path"] = f"depth/{name}.png"
+                mm = (views.depth[i] * 1000).round().clamp(0, 65535).numpy().astype(np.uint16)
+                _save_png(root / frame["depth_file_path"], mm)
+            for key, labels in (("semantic_class", views.semantic), ("semantic_instance", views.instance)):
+                if labels is not None:
+                    frame[f"{key}_path"] = f"{key}/{name}.png"
+                    _save_png(root / frame[f"{key}_path"], _labels_to_disk(labels[i]))
+            if views.features is not None:
+                array = views.features[i].numpy().astype(np.float32)
+                atomic_write(root / "features" / f"{name}.npy", lambda p, a=array: _save_npy(p, a))
+            frames.append(frame)
+            split_files[split].append(frame["file_path"])
+    # Shared intrinsics go to the top level, as nerfstudio writes them.
+    meta = {"camera_model": "PINHOLE", "w": w, "h": h, "depth_unit_scale_factor": 1e-3}
+    for key in ("fl_x", "fl_y", "cx", "cy"):
+        values = {f[key] for f in frames}
+        if len(values) == 1:
+            meta[key] = values.pop()
+            for f in frames:
+                del f[key]
+    meta.update(frames=frames, train_filenames=split_files["train"], test_filenames=split_files["test"])
+    save_json(root / "scene.json", {
+        "class_names": scene.class_names,
+        "class_colors": None if scene.class_colors is None else scene.class_colors.tolist(),
+        "aabb": None if scene.aabb is None else scene.aabb.tolist(), "near": scene.near, "far": scene.far,
+        "labels": "label PNGs: 0 = void, value c + 1 = id c; depth PNGs: uint16 millimetres",
+    })
+    return save_json(root / "transforms.json", meta)
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def _read(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file {path}")
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def _find_image(root: Path, file_path: str, source: Path) -> Path:
+    """The image a frame names; Blender names them without extension (``./train/r_0``)."""
+    base = root / file_path
+    candidates = [base] + [base.with_name(base.name + s) for s in IMAGE_SUFFIXES]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{source}: image {file_path!r} not found; looked for "
+                            + ", ".join(str(p) for p in candidates))
+
+
+def _rgb(array: np.ndarray, background: tuple[float, float, float], path: Path) -> np.ndarray:
+    """``[H, W, 3]`` float32 in [0, 1]; RGBA is composited over ``background``."""
+    if array.dtype == np.uint16:
+        array = array.astype(np.float32) / 65535
+    elif array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, -1)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise ValueError(f"{path}: expected an RGB or RGBA image, got shape {array.shape}")
+    if array.shape[-1] == 4:
+        alpha = array[..., 3:]
+        array = array[..., :3] * alpha + np.asarray(background, np.float32) * (1 - alpha)
+    return array.astype(np.float32)
+
+
+def _labels_from_disk(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim != 2:
+        raise ValueError(f"{path}: expected a single-channel label image, got shape {array.shape}")
+    return array.astype(np.int64) - 1
+
+
+def _depth(path: Path, scale: float) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.load(path).astype(np.float32)
+    return _read(path).astype(np.float32) * scale
+
+
+def _downscale(views: dict[str, list], factor: int) -> None:
+    """Shrink every image of ``views`` by ``factor`` in place: RGB box-averaged, labels and depth sampled."""
+    if factor == 1:
+        return
+    for i, image in enumerate(views["images"]):
+        h, w = image.shape[:2]
+        if h % factor or w % factor:
+            raise ValueError(f"downscale {factor} must divide the image size {h}x{w} ({views['names'][i]})")
+        views["images"][i] = image.reshape(h // factor, factor, w // factor, factor, 3).mean((1, 3))
+        for key in ("depth", "semantic", "instance"):
+            if views[key]:
+                views[key][i] = views[key][i][factor // 2::factor, factor // 2::factor]
+        views["intrinsics"][i] = [v / factor for v in views["intrinsics"][i]]
+
+
+def _features(root: Path, names: list[str], hw: tuple[int, int]) -> Tensor | None:
+    """``features/<name>.npy`` or ``.pt`` (``[h, w, D]``) per view, bilinearly resized to ``hw``: ``[V, H, W, D]``.
+
+    None when there is no ``features/`` folder.
+    """
+    folder = root / "features"
+    if not folder.is_dir():
+        return None
+    maps = []
+    for name in names:
+        npy, pt = folder / f"{name}.npy", folder / f"{name}.pt"
+        if npy.is_file():
+            array = torch.from_numpy(np.load(npy)).float()
+        elif pt.is_file():
+            array = torch.as_tensor(torch.load(pt, map_location="cpu")).float()
+        else:
+            raise FileNotFoundError(f"{folder} holds features but not for view {name!r}: expected {npy} or {pt}")
+        if array.ndim != 3:
+            raise ValueError(f"features for {name!r} must be [h, w, D], got {list(array.shape)}")
+        resized = F.interpolate(array.permute(2, 0, 1)[None], size=hw, mode="bilinear", align_corners=False)
+        maps.append(resized[0].permute(1, 2, 0))
+    return torch.stack(maps)
+
+
+def _to_views(raw: dict[str, list], root: Path) -> Views:
+    shapes = {image.shape for image in raw["images"]}
+    if len(shapes) != 1:
+        raise ValueError(f"{root}: all images must have one size, found {sorted(shapes)}")
+    hw = raw["images"][0].shape[:2]
+    stack = lambda key, dtype: torch.from_numpy(np.stack(raw[key])).to(dtype) if raw[key] else None  # noqa: E731
+    return Views(
+        images=stack("images", torch.float32), c2w=stack("c2w", torch.float32),
+        intrinsics=torch.tensor(raw["intrinsics"], dtype=torch.float32), names=raw["names"],
+        depth=stack("depth", torch.float32), semantic=stack("semantic", torch.int64),
+        instance=stack("instance", torch.int64), features=_features(root, raw["names"], hw),
+    )
+
+
+def _matrix(value, source: Path, frame: int) -> np.ndarray:
+    matrix = np.asarray(value, dtype=np.float64)
+    if matrix.shape == (3, 4):
+        matrix = np.concatenate([matrix, [[0, 0, 0, 1]]])
+    if matrix.shape != (4, 4):
+        raise ValueError(f"{source}: frame {frame} transform_matrix must be 4x4 (or 3x4), got shape {matrix.shape}")
+    return matrix
+
+
+def _intrinsics(meta: dict, frame: dict, w: int, h: int, source: Path, index: int) -> list[float]:
+    get = lambda key: frame.get(key, meta.get(key))  # noqa: E731
+    for key, size in (("w", w), ("h", h)):
+        if get(key) is not None and int(get(key)) != size:
+            raise ValueError(f"{source}: frame {index} says {key} = {get(key)} but its image is {w}x{h}")
+    if get("fl_x") is not None:
+        fx = float(get("fl_x"))
+        fy = float(get("fl_y") if get("fl_y") is not None else fx)
+    elif get("camera_angle_x") is not None:
+        fx = 0.5 * w / math.tan(0.5 * float(get("camera_angle_x")))
+        fy = 0.5 * h / math.tan(0.5 * float(get("camera_angle_y"))) if get("camera_angle_y") is not None else fx
+    else:
+        raise ValueError(f"{source}: frame {index} has no intrinsics; expected fl_x (fl_y, cx, cy, w, h) or "
+                         "camera_angle_x")
+    cx = float(get("cx")) if get("cx") is not None else w / 2
+    cy = float(get("cy")) if get("cy") is not None else h / 2
+    return [fx, fy, cx, cy]
+
+
+def _read_frames(source: Path, meta: dict, frames: list[tuple[int, dict]], background, downscale: int) -> Views:
+    root = source.parent
+    raw: dict[str, list] = {k: [] for k in ("images", "c2w", "intrinsics", "names", "depth", "semantic", "instance")}
+    for index, frame in frames:
+        if "file_path" not in frame or "transform_matrix" not in frame:
+            raise ValueError(f"{source}: frame {index} needs 'file_path' and 'transform_matrix'")
+        path = _find_image(root, frame["file_path"], source)
+        image = _rgb(_read(path), background, path)
+        h, w = image.shape[:2]
+        raw["images"].append(image)
+        raw["c2w"].append(_matrix(frame["transform_matrix"], source, index))
+        raw["intrinsics"].append(_intrinsics(meta, frame, w, h, source, index))
+        raw["names"].append(path.stem)
+        if "depth_file_path" in frame:
+            raw["depth"].append(_depth(root / frame["depth_file_path"], meta.get("depth_unit_scale_factor", 1e-3)))
+        for key, out in (("semantic_class_path", "semantic"), ("semantic_instance_path", "instance")):
+            if key in frame:
+                raw[out].append(_labels_from_disk(_read(root / frame[key]), root / frame[key]))
+    for key in ("depth", "semantic", "instance"):
+        if raw[key] and len(raw[key]) != len(raw["images"]):
+            raise ValueError(f"{source}: {key} is given for {len(raw[key])} of {len(raw['images'])} frames; "
+                             "give it for all or none")
+    _downscale(raw, downscale)
+    return _to_views(raw, root)
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+
+
+def _fallback_bounds(views: list[Views]) -> tuple[Tensor, float]:
+    """An aabb around the cameras, the origin and any depth points, padded; ``far`` = its diagonal."""
+    points = [torch.zeros(1, 3)]
+    for v in views:
+        points.append(v.c2w[:, :3, 3])
+        if v.depth is not None:
+            points.append(_depth_points(v))
+    cloud = torch.cat(points)
+    lo, hi = cloud.min(0).values, cloud.max(0).values
+    pad = 0.1 * (hi - lo).max().clamp_min(1.0)
+    aabb = torch.stack([lo - pad, hi + pad])
+    return aabb, float((aabb[1] - aabb[0]).norm())
+
+
+def _depth_points(views: Views, step: int = 4) -> Tensor:
+    """World points ``[N, 3]`` of every ``step``-th pixel with known depth (pixel centres, OpenGL cameras)."""
+    h, w = views.hw
+    v, u = torch.meshgrid(torch.arange(0, h, step) + 0.5, torch.arange(0, w, step) + 0.5, indexing="ij")
+    fx, fy, cx, cy = (views.intrinsics[:, i, None, None] for i in range(4))
+    z = views.depth[:, ::step, ::step]
+    cam = torch.stack([(u - cx) / fx * z, -(v - cy) / fy * z, -z], -1)
+    world = torch.einsum("vij,vhwj->vhwi", views.c2w[:, :3, :3], cam) + views.c2w[:, None, None, :3, 3]
+    return world[z > 0]
+
+
+def _scene(root: Path, train: Views, test: Views, class_names: list[str] | None = None) -> Scene:
+    """Attach ``scene.json`` metadata when present, otherwise derive names and bounds from the views."""
+    info = _json(root / "scene.json") if (root / "scene.json").is_file() else {}
+    if info.get("aabb") is not None:
+        aabb, far = torch.tensor(info["aabb"], dtype=torch.float32), float(info.get("far", 10.0))
+    else:
+        aabb, far = _fallback_bounds([train, test])
+    if class_names is None:
+        class_names = info.get("class_names")
+    if class_names is None:
+        labels = [v.semantic for v in (train, test) if v.semantic is not None]
+        n = int(max(int(s.max()) for s in labels)) + 1 if labels else 0
+        class_names = [f"class_{i}" for i in range(n)]
+    colors = info.get("class_colors")
+    colors = torch.tensor(colors, dtype=torch.uint8) if colors else palette(len(class_names))
+    return Scene(train=train, test=test, class_names=list(class_names), class_colors=colors, aabb=aabb,
+                 near=float(info.get("near", 0.05)), far=far)
+
+
+def palette(n: int) -> Tensor:
+    """``[n, 3]`` uint8 distinct colours (golden-angle hues)."""
+    import colorsys
+
+    rgb = [colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65, 0.95) for i in range(n)]
+    return (torch.tensor(rgb, dtype=torch.float32).reshape(n, 3) * 255).round().to(torch.uint8)
+
+
+def load_nerfstudio(folder: str | Path, background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                    downscale: int = 1, test_every: int = 8) -> Scene:
+    """Load a nerfstudio or Blender-synthetic folder.
+
+    Splits: Blender's ``transforms_train.json`` / ``transforms_test.json`` (``transforms_val.json`` is
+    used for testing when there is no test file); a single ``transforms.json`` is split by its
+    ``train_filenames`` / ``test_filenames``, else by each frame's ``split`` field, else by
+    :func:`split_indices` with ``test_every``. Intrinsics: ``fl_x, fl_y, cx, cy, w, h`` (top level or
+    per frame) or ``camera_angle_x``; ``cx, cy`` default to the image centre. RGBA is composited over
+    ``background``. ``downscale`` shrinks images by an integer factor.
+    """
+    root = Path(folder)
+    single, blender = root / "transforms.json", root / "transforms_train.json"
+    if blender.is_file():
+        candidates = (root / "transforms_test.json", root / "transforms_val.json")
+        test_file = next((p for p in candidates if p.is_file()), None)
+        if test_file is None:
+            raise FileNotFoundError(f"{root}: has transforms_train.json but no transforms_test.json or "
+                                    "transforms_val.json")
+        views = []
+        for path in (blender, test_file):
+            meta = _json(path)
+            views.append(_read_frames(path, meta, list(enumerate(meta.get("frames", []))), background, downscale))
+        return _scene(root, *views)
+    if not single.is_file():
+        raise FileNotFoundError(f"{root}: expected {single.name} (nerfstudio) or {blender.name} (Blender)")
+    meta = _json(single)
+    frames = list(enumerate(meta.get("frames", [])))
+    if not frames:
+        raise ValueError(f"{single}: no frames")
+    if "train_filenames" in meta and "test_filenames" in meta:
+        norm = lambda p: str(Path(p))  # noqa: E731
+        train_set, test_set = {norm(p) for p in meta["train_filenames"]}, {norm(p) for p in meta["test_filenames"]}
+        train = [f for f in frames if norm(f[1]["file_path"]) in train_set]
+        test = [f for f in frames if norm(f[1]["file_path"]) in test_set]
+    elif all("split" in f for _, f in frames):
+        train = [f for f in frames if f[1]["split"] == "train"]
+        test = [f for f in frames if f[1]["split"] != "train"]
+    else:
+        train_index, test_index = split_indices(len(frames), test_every)
+        train, test = [frames[i] for i in train_index], [frames[i] for i in test_index]
+    if not train or not test:
+        raise ValueError(f"{single}: the split left {len(train)} train and {len(test)} test frames")
+    return _scene(root, _read_frames(single, meta, train, background, downscale),
+                  _read_frames(single, meta, test, background, downscale))
+
+
+def load_replica(folder: str | Path, downscale: int = 1, test_every: int = 8, hfov_deg: float = 90.0) -> Scene:
+    """Load a Replica sequence as rendered for Semantic-NeRF.
+
+    Layout: ``traj_w_c.txt`` (one row-major 4x4 camera-to-world per line, OpenCV axes), ``rgb/rgb_{i}.png``,
+    optional ``depth/depth_{i}.png`` (uint16 mm), ``semantic_class/semantic_class_{i}.png`` and
+    ``semantic_instance/semantic_instance_{i}.png``. Pinhole with ``hfov_deg`` horizontal field of view,
+    principal point at the image centre. Class ids present in any frame are remapped to ``0..C-1`` in
+    increasing order (names ``class_<id on disk>``), likewise instance ids; 0 on disk is void (-1).
+    Split: :func:`split_indices` with ``test_every``.
+    """
+    root = Path(folder)
+    traj = root / "traj_w_c.txt"
+    if not traj.is_file():
+        raise FileNotFoundError(f"{root}: expected traj_w_c.txt (Replica / Semantic-NeRF layout)")
+    rows = [line.split() for line in traj.read_text().splitlines() if line.strip()]
+    bad = next((i for i, r in enumerate(rows) if len(r) != 16), None)
+    if bad is not None:
+        raise ValueError(f"{traj}: line {bad + 1} has {len(rows[bad])} numbers, expected 16 (a row-major 4x4 matrix)")
+    poses = np.asarray(rows, dtype=np.float64).reshape(-1, 4, 4) @ OPENCV_TO_OPENGL
+    n_rgb = len(list((root / "rgb").glob("rgb_*.png")))
+    if n_rgb != len(poses):
+        raise ValueError(f"{traj}: {len(poses)} poses but {root / 'rgb'} holds {n_rgb} rgb_<i>.png images")
+    raw: dict[str, list] = {k: [] for k in ("images", "c2w", "intrinsics", "names", "depth", "semantic", "instance")}
+    optional = {"depth": root / "depth", "semantic": root / "semantic_class", "instance": root / "semantic_instance"}
+    pattern = {"depth": "depth_{}.png", "semantic": "semantic_class_{}.png", "instance": "semantic_instance_{}.png"}
+    for i, pose in enumerate(poses):
+        path = root / "rgb" / f"rgb_{i}.png"
+        image = _rgb(_read(path), (0.0, 0.0, 0.0), path)
+        h, w = image.shape[:2]
+        f = 0.5 * w / math.tan(math.radians(hfov_deg) / 2)
+        raw["images"].append(image)
+        raw["c2w"].append(pose)
+        raw["intrinsics"].append([f, f, w / 2, h / 2])
+        raw["names"].append(path.stem)
+        for key, sub in optional.items():
+            if sub.is_dir():
+                array = _read(sub / pattern[key].format(i))
+                if array.shape != (h, w):
+                    raise ValueError(f"{sub / pattern[key].format(i)}: expected {h}x{w} like {path}, got {array.shape}")
+                raw[key].append(array.astype(np.float32) / 1000 if key == "depth" else array.astype(np.int64))
+    class_ids = _remap(raw["semantic"])
+    _remap(raw["instance"])
+    _downscale(raw, downscale)
+    views = _to_views(raw, root)
+    train, test = split_indices(len(views), test_every)
+    names = [f"class_{c}" for c in class_ids] if raw["semantic"] else []
+    return _scene(root, views.subset(train), views.subset(test), class_names=names)
+
+
+def _remap(maps: list[np.ndarray]) -> list[int]:
+    """Remap the nonzero ids present in ``maps`` to ``0..K-1`` (0 -> -1) in place; returns the ids on disk."""
+    if not maps:
+        return []
+    ids = np.unique(np.concatenate([np.unique(m) for m in maps]))
+    ids = ids[ids != 0]
+    lookup = np.full(int(max(ids.max(initial=0), max(int(m.max()) for m in maps))) + 1, -1, dtype=np.int64)
+    lookup[ids] = np.arange(len(ids))
+    for i, m in enumerate(maps):
+        maps[i] = lookup[m]
+    return ids.tolist()
+
+
+def load_scene(folder: str | Path, **kwargs) -> Scene:
+    """Load any supported scene folder, detecting its layout (``kwargs`` go to the matching loader)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"scene folder {root} does not exist")
+    if (root / "transforms.json").is_file() or (root / "transforms_train.json").is_file():
+        return load_nerfstudio(root, **kwargs)
+    if (root / "traj_w_c.txt").is_file():
+        return load_replica(root, **kwargs)
+    raise FileNotFoundError(f"{root}: unknown scene layout; looked for transforms.json or transforms_train.json "
+                            "(nerfstudio / Blender) and traj_w_c.txt (Replica / Semantic-NeRF)")

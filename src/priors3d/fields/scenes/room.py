@@ -1,0 +1,316 @@
+"""Procedural indoor rooms: floor, walls, ceiling and furniture from analytic primitives.
+
+World axes: z up, the room spans ``[-X/2, X/2] x [-Y/2, Y/2] x [0, Z]``. Furniture stands in a ring
+along the walls; the cameras fly an ellipse around the free centre, looking across the room and
+down, so each object is seen from many views. Everything is a deterministic function of ``RoomConfig.seed``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from priors3d.fields.formats import split_indices
+from priors3d.fields.scenes.primitives import BOX, CHECKER, CYLINDER, NOISE, SPHERE, STRIPES, Part, Primitives
+from priors3d.fields.scenes.raycast import World, render_views
+from priors3d.fields.views import Scene, Views
+
+CLASS_NAMES = ("floor", "wall", "ceiling", "table", "chair", "shelf", "box", "lamp", "ball", "picture", "window")
+CLASS_COLORS = ((140, 110, 80), (200, 200, 190), (240, 240, 240), (230, 160, 40), (60, 120, 230), (150, 80, 40),
+                (220, 60, 60), (250, 240, 80), (60, 200, 90), (190, 80, 200), (90, 220, 230))
+FLOOR, WALL, CEILING, TABLE, CHAIR, SHELF, BOX_, LAMP, BALL, PICTURE, WINDOW = range(len(CLASS_NAMES))
+
+WOOD, DARK_WOOD, CARDBOARD = (0.55, 0.38, 0.22), (0.38, 0.25, 0.15), (0.62, 0.46, 0.30)
+RED, BLUE, GREEN, YELLOW = (0.72, 0.20, 0.18), (0.20, 0.33, 0.68), (0.30, 0.55, 0.28), (0.85, 0.72, 0.25)
+TEAL, GREY, WHITE = (0.15, 0.50, 0.50), (0.50, 0.50, 0.52), (0.92, 0.92, 0.90)
+CHAIR_COLORS = (RED, BLUE, GREEN, YELLOW, TEAL, WOOD)  # WOOD: a chair the colour of the table and shelf
+WALL_COLORS = ((0.86, 0.82, 0.72), (0.72, 0.76, 0.80), (0.74, 0.79, 0.69))
+
+
+@dataclass
+class RoomConfig:
+    """A procedural room and its camera trajectory.
+
+    Attributes:
+        seed: layout, colours and textures are a deterministic function of it.
+        width: image width in pixels.
+        height: image height in pixels.
+        n_views: cameras on the trajectory.
+        fov_deg: horizontal field of view in degrees.
+        test_every: every test_every-th view (from view test_every // 2 on) is a test view.
+        size: room extent (X, Y, Z) in metres.
+        n_chairs: chairs to place (a table, a shelf and a lamp are always tried).
+        n_boxes: boxes to place.
+        n_balls: balls to place (the first one on the table).
+        light_samples: the ceiling light is sampled on a k x k grid (1 = hard shadows, 0 = no shadows).
+        ambient: fraction of the albedo lit everywhere.
+    """
+
+    seed: int = 0
+    width: int = 64
+    height: int = 64
+    n_views: int = 48
+    fov_deg: float = 65.0
+    test_every: int = 8
+    size: tuple[float, float, float] = (4.0, 4.0, 2.6)
+    n_chairs: int = 3
+    n_boxes: int = 3
+    n_balls: int = 2
+    light_samples: int = 2
+    ambient: float = 0.35
+
+
+@dataclass
+class Room:
+    """A built room: the renderable world, its cameras and its label vocabulary.
+
+    Attributes:
+        world: what :func:`render_views` draws.
+        c2w: ``[V, 4, 4]`` trajectory cameras (OpenGL axes). intrinsics: ``[V, 4]`` ``(fx, fy, cx, cy)``.
+        instance_classes: the class of each instance id ``0..I-1``. instance_names: e.g. ``"chair_1"``.
+        aabb: ``[2, 3]`` the room interior, padded by 5 cm. near, far: ray bounds.
+    """
+
+    config: RoomConfig
+    world: World
+    c2w: Tensor
+    intrinsics: Tensor
+    instance_classes: list[int]
+    instance_names: list[str]
+    aabb: Tensor
+    near: float
+    far: float
+
+
+def _placed(parts: list[Part], x: float, y: float, yaw: float) -> list[Part]:
+    """Move parts given in an object frame (origin on the floor) to ``(x, y)`` turned by ``yaw``."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    out = []
+    for p in parts:
+        px, py, pz = p.center
+        p.center = (x + c * px - s * py, y + s * px + c * py, pz)
+        p.yaw = p.yaw + yaw
+        out.append(p)
+    return out
+
+
+def _table(inst: int, color, rng: np.random.Generator) -> tuple[list[Part], float, float]:
+    w, d, h = rng.uniform(0.8, 1.1), rng.uniform(0.55, 0.7), rng.uniform(0.70, 0.76)
+    top = Part(BOX, (0, 0, h - 0.02), (w / 2, d / 2, 0.02), TABLE, inst, color, tuple(0.8 * c for c in color),
+               STRIPES, 0.18, 0)
+    legs = [Part(BOX, (sx * (w / 2 - 0.05), sy * (d / 2 - 0.05), (h - 0.04) / 2), (0.03, 0.03, (h - 0.04) / 2),
+                 TABLE, inst, color) for sx in (-1, 1) for sy in (-1, 1)]
+    return [top] + legs, math.hypot(w, d) / 2, h
+
+
+def _chair(inst: int, color) -> list[Part]:
+    seat, h = 0.22, 0.45
+    legs = [Part(BOX, (sx * (seat - 0.03), sy * (seat - 0.03), (h - 0.03) / 2), (0.02, 0.02, (h - 0.03) / 2),
+                 CHAIR, inst, color) for sx in (-1, 1) for sy in (-1, 1)]
+    return legs + [Part(BOX, (0, 0, h - 0.015), (seat, seat, 0.03), CHAIR, inst, color),
+                   Part(BOX, (-seat + 0.02, 0, h + 0.25), (0.02, seat, 0.22), CHAIR, inst, color)]
+
+
+def _shelf(inst: int, color, rng: np.random.Generator) -> tuple[list[Part], float, float]:
+    w, d, h = rng.uniform(0.7, 1.0), 0.32, rng.uniform(1.3, 1.7)
+    parts = [Part(BOX, (0, sy * (w / 2 - 0.015), h / 2), (d / 2, 0.015, h / 2), SHELF, inst, color) for sy in (-1, 1)]
+    parts.append(Part(BOX, (-d / 2 + 0.01, 0, h / 2), (0.01, w / 2, h / 2), SHELF, inst, color))
+    for z in np.linspace(0.05, h - 0.02, 4):
+        parts.append(Part(BOX, (0, 0, float(z)), (d / 2, w / 2 - 0.03, 0.02), SHELF, inst, color))
+    return parts, d, w
+
+
+def _lamp(inst: int) -> list[Part]:
+    return [Part(CYLINDER, (0, 0, 0.02), (0.15, 0.15, 0.02), LAMP, inst, GREY),
+            Part(CYLINDER, (0, 0, 0.72), (0.02, 0.02, 0.7), LAMP, inst, GREY),
+            Part(CYLINDER, (0, 0, 1.5), (0.17, 0.17, 0.13), LAMP, inst, (1.0, 0.93, 0.75), emissive=True)]
+
+
+def _shell(size, rng: np.random.Generator) -> list[Part]:
+    """Floor, ceiling and four walls as 20 cm slabs just outside the interior (instances 0..5)."""
+    X, Y, Z = size[0] / 2, size[1] / 2, size[2]
+    t = 0.1
+    floor_b = (0.55, 0.50, 0.45) if rng.random() < 0.5 else WOOD
+    parts = [Part(BOX, (0, 0, -t), (X + 2 * t, Y + 2 * t, t), FLOOR, 0, (0.42, 0.38, 0.34), floor_b, CHECKER, 1.0),
+             Part(BOX, (0, 0, Z + t), (X + 2 * t, Y + 2 * t, t), CEILING, 1, WHITE)]
+    base = np.array(WALL_COLORS[rng.integers(len(WALL_COLORS))])
+    walls = [((-X - t, 0, Z / 2), (t, Y + 2 * t, Z / 2 + 2 * t)), ((X + t, 0, Z / 2), (t, Y + 2 * t, Z / 2 + 2 * t)),
+             ((0, -Y - t, Z / 2), (X + 2 * t, t, Z / 2 + 2 * t)), ((0, Y + t, Z / 2), (X + 2 * t, t, Z / 2 + 2 * t))]
+    for i, (center, half) in enumerate(walls):
+        color = np.clip(base + rng.uniform(-0.05, 0.05, 3), 0, 1)
+        parts.append(Part(BOX, center, half, WALL, 2 + i, tuple(color), tuple(color * 0.88), NOISE))
+    return parts
+
+
+def _on_wall(wall: int, along: float, z: float, half_w: float, half_h: float, size, depth: float = 0.01):
+    """Centre and half-extents of a thin panel on wall 0..3 (-x, +x, -y, +y)."""
+    X, Y = size[0] / 2, size[1] / 2
+    if wall < 2:
+        x = (-X if wall == 0 else X) + (depth if wall == 0 else -depth)
+        return (x, along, z), (depth, half_w, half_h)
+    y = (-Y if wall == 2 else Y) + (depth if wall == 2 else -depth)
+    return (along, y, z), (half_w, depth, half_h)
+
+
+class _Floorplan:
+    """Rejection sampling of object footprints (circles) in the ring between the walls and the free centre."""
+
+    def __init__(self, size, clear: float, rng: np.random.Generator):
+        self.X, self.Y, self.clear, self.rng = size[0] / 2, size[1] / 2, clear, rng
+        self.taken: list[tuple[float, float, float]] = []
+
+    def fits(self, x: float, y: float, r: float) -> bool:
+        return (abs(x) <= self.X - r - 0.03 and abs(y) <= self.Y - r - 0.03 and math.hypot(x, y) >= self.clear + r
+                and all(math.hypot(x - a, y - b) >= r + q + 0.05 for a, b, q in self.taken))
+
+    def place(self, r: float, tries: int = 300) -> tuple[float, float] | None:
+        for _ in range(tries):
+            x, y = self.rng.uniform(-self.X, self.X), self.rng.uniform(-self.Y, self.Y)
+            if self.fits(x, y, r):
+                self.taken.append((x, y, r))
+                return x, y
+        return None
+
+    def against_wall(self, depth: float, width: float, tries: int = 300) -> tuple[float, float, float, int] | None:
+        """A spot with the object's back on a wall: ``(x, y, yaw, wall)``; the object's -x side faces the wall."""
+        r = math.hypot(depth, width) / 2
+        for _ in range(tries):
+            wall = int(self.rng.integers(4))
+            along = self.rng.uniform(-1, 1) * ((self.Y if wall < 2 else self.X) - width / 2 - 0.05)
+            off = depth / 2 + 0.03
+            x, y, yaw = {0: (-self.X + off, along, 0.0), 1: (self.X - off, along, math.pi),
+                         2: (along, -self.Y + off, math.pi / 2), 3: (along, self.Y - off, -math.pi / 2)}[wall]
+            if all(math.hypot(x - a, y - b) >= r + q + 0.05 for a, b, q in self.taken):
+                self.taken.append((x, y, r))
+                return x, y, yaw, wall
+        return None
+
+
+def build_parts(cfg: RoomConfig) -> tuple[list[Part], list[str]]:
+    """All primitives of the room and the name of each instance id."""
+    rng = np.random.default_rng(cfg.seed)
+    parts = _shell(cfg.size, rng)
+    names = ["floor", "ceiling", "wall_0", "wall_1", "wall_2", "wall_3"]
+    counts: dict[str, int] = {}
+
+    def new(name: str) -> int:
+        counts[name] = counts.get(name, 0) + 1
+        names.append(f"{name}_{counts[name] - 1}")
+        return len(names) - 1
+
+    plan = _Floorplan(cfg.size, clear=1.0, rng=rng)
+    wood = WOOD if rng.random() < 0.5 else DARK_WOOD
+    shelf_parts, depth, width = _shelf(0, wood, rng)
+    if (shelf_spot := plan.against_wall(depth, width)) is not None:
+        inst = new("shelf")
+        for p in shelf_parts:
+            p.instance = inst
+        parts += _placed(shelf_parts, *shelf_spot[:3])
+    table_parts, radius, table_h = _table(0, wood, rng)
+    table_xy = plan.place(radius)
+    if table_xy is not None:
+        inst, yaw = new("table"), rng.uniform(0, math.pi)
+        for p in table_parts:
+            p.instance = inst
+        parts += _placed(table_parts, *table_xy, yaw)
+    for color in [CHAIR_COLORS[i] for i in rng.permutation(len(CHAIR_COLORS))[:cfg.n_chairs]]:
+        if (xy := plan.place(0.33)) is not None:
+            parts += _placed(_chair(new("chair"), color), *xy, rng.uniform(0, 2 * math.pi))
+    if (xy := plan.place(0.2)) is not None:
+        parts += _placed(_lamp(new("lamp")), *xy, 0.0)
+    for _ in range(cfg.n_boxes):
+        s = rng.uniform(0.1, 0.22)
+        if (xy := plan.place(s * math.sqrt(2))) is not None:
+            if rng.random() < 0.5:
+                look = dict(color=CARDBOARD)
+            else:
+                a, b = rng.choice(len(CHAIR_COLORS), 2, replace=False)
+                look = dict(color=CHAIR_COLORS[a], color_b=CHAIR_COLORS[b], texture=CHECKER, period=0.25)
+            parts += _placed([Part(BOX, (0, 0, s), (s, s, s), BOX_, new("box"), **look)], *xy, rng.uniform(0, math.pi))
+    for k in range(cfg.n_balls):
+        r = rng.uniform(0.09, 0.15)
+        a, b = rng.choice(len(CHAIR_COLORS), 2, replace=False)
+        look = dict(color=CHAIR_COLORS[a], color_b=CHAIR_COLORS[b], texture=STRIPES, period=0.18, axis=2)
+        if k == 0 and table_xy is not None:
+            spot, z = (table_xy[0], table_xy[1]), table_h + r
+        else:
+            spot, z = plan.place(r), r
+        if spot is not None:
+            parts.append(Part(SPHERE, (spot[0], spot[1], z), (r, r, r), BALL, new("ball"), **look))
+    walls = rng.permutation(4)
+    window_wall = int(walls[0]) if shelf_spot is None or walls[0] != shelf_spot[3] else int(walls[1])
+    center, half = _on_wall(window_wall, rng.uniform(-0.8, 0.8), 1.55, 0.5, 0.4, cfg.size)
+    parts.append(Part(BOX, center, half, WINDOW, new("window"), (0.75, 0.88, 1.0), emissive=True))
+    for wall in [int(w) for w in walls if w != window_wall][:2]:
+        a, b = rng.choice(len(CHAIR_COLORS), 2, replace=False)
+        center, half = _on_wall(wall, rng.uniform(-1.0, 1.0), rng.uniform(1.3, 1.7), 0.3, 0.22, cfg.size)
+        texture = CHECKER if rng.random() < 0.5 else STRIPES
+        parts.append(Part(BOX, center, half, PICTURE, new("picture"), CHAIR_COLORS[a], CHAIR_COLORS[b], texture, 0.2,
+                          axis=1 if wall < 2 else 0))
+    return parts, names
+
+
+def trajectory(cfg: RoomConfig) -> tuple[Tensor, Tensor]:
+    """Cameras on an ellipse around the room centre, looking across the room and down, height and yaw varying.
+
+    Returns:
+        c2w ``[V, 4, 4]`` (OpenGL axes) and intrinsics ``[V, 4]`` ``(fx, fy, cx, cy)``.
+    """
+    theta = torch.arange(cfg.n_views, dtype=torch.float64) * (2 * math.pi / cfg.n_views)
+    pos = torch.stack([0.6 * torch.cos(theta), 0.45 * torch.sin(theta), 1.35 + 0.2 * torch.sin(3 * theta)], -1)
+    yaw = theta + math.pi + 0.4 * torch.sin(3 * theta)  # across the room, swinging left and right
+    pitch = -0.28 + 0.1 * torch.sin(4 * theta + 1)
+    forward = torch.stack([pitch.cos() * yaw.cos(), pitch.cos() * yaw.sin(), pitch.sin()], -1)
+    right = torch.nn.functional.normalize(torch.cross(forward, torch.tensor([0.0, 0, 1]).double().expand_as(forward),
+                                                      dim=-1), dim=-1)
+    up = torch.cross(right, forward, dim=-1)
+    c2w = torch.eye(4, dtype=torch.float64).repeat(cfg.n_views, 1, 1)
+    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, up, -forward, pos
+    f = 0.5 * cfg.width / math.tan(math.radians(cfg.fov_deg) / 2)
+    intrinsics = torch.tensor([[f, f, cfg.width / 2, cfg.height / 2]]).repeat(cfg.n_views, 1)
+    return c2w.float(), intrinsics.float()
+
+
+def build_room(cfg: RoomConfig) -> Room:
+    """Lay out the room of ``cfg.seed`` and its cameras (no rendering)."""
+    if cfg.width < 1 or cfg.height < 1 or cfg.n_views < 2 or not 0 < cfg.fov_deg < 180:
+        raise ValueError(f"need width, height >= 1, n_views >= 2 and 0 < fov_deg < 180, got {cfg}")
+    parts, names = build_parts(cfg)
+    prims = Primitives.stack(parts)
+    instance_classes = [0] * len(names)
+    for p in parts:
+        instance_classes[p.instance] = p.semantic
+    X, Y, Z = cfg.size[0] / 2, cfg.size[1] / 2, cfg.size[2]
+    noise = torch.rand(12, 12, 12, generator=torch.Generator().manual_seed(cfg.seed))
+    world = World(prims, light_center=torch.tensor([0.0, 0.0, Z - 0.15]), light_size=0.6,
+                  light_samples=cfg.light_samples, ambient=cfg.ambient, noise=noise,
+                  noise_box=torch.tensor([[-X, -Y, 0.0], [X, Y, Z]]),
+                  occluders=prims.select(prims.instance >= 6))  # instances 0..5: floor, ceiling, walls
+    c2w, intrinsics = trajectory(cfg)
+    aabb = torch.tensor([[-X, -Y, 0.0], [X, Y, Z]]) + torch.tensor([[-0.05], [0.05]])
+    far = math.sqrt((2 * X) ** 2 + (2 * Y) ** 2 + Z**2) + 0.1
+    return Room(cfg, world, c2w, intrinsics, instance_classes, names, aabb, near=0.05, far=far)
+
+
+def room_views(room: Room, index: list[int] | None = None, progress: bool = False) -> Views:
+    """Render the room's trajectory cameras (all, or those at ``index``) into :class:`Views` with every label."""
+    index = list(range(room.c2w.shape[0])) if index is None else index
+    out = render_views(room.world, room.c2w[index], room.intrinsics[index], room.config.height, room.config.width,
+                       progress=progress)
+    return Views(images=out["images"], c2w=room.c2w[index], intrinsics=room.intrinsics[index],
+                 names=[f"frame_{i:04d}" for i in index], depth=out["depth"], semantic=out["semantic"],
+                 instance=out["instance"])
+
+
+def generate_room(cfg: RoomConfig | None = None, progress: bool = False) -> Scene:
+    """Build and render a procedural room: train/test :class:`Scene` with RGB, depth, class and instance maps."""
+    room = build_room(cfg or RoomConfig())
+    views = room_views(room, progress=progress)
+    train, test = split_indices(len(views), room.config.test_every)
+    return Scene(train=views.subset(train), test=views.subset(test), class_names=list(CLASS_NAMES),
+                 class_colors=torch.tensor(CLASS_COLORS, dtype=torch.uint8), aabb=room.aabb,
+                 near=room.near, far=room.far)
