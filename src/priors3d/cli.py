@@ -18,7 +18,11 @@ import tyro
 COMMANDS: dict[str, dict[str, str]] = {
     "demo": {"rotation": "priors3d.demo:rotation_demo"},
     "data": {"prepare": "priors3d.pointcloud.data:prepare"},
-    "field": {"generate": "priors3d.fields.scenes.generate:generate"},
+    "field": {
+        "generate": "priors3d.fields.scenes.generate:generate",
+        "fit": "priors3d.fields.train:fit",
+        "render": "priors3d.fields.train:render",
+    },
 }
 
 

@@ -1,0 +1,95 @@
+"""Camera rays: one ray through each pixel centre, projection back to pixels, and ray-box bounds.
+
+Cameras follow the shared conventions: camera-to-world ``[V, 4, 4]`` in OpenGL axes (x right, y up,
+looking down -z) and intrinsics ``(fx, fy, cx, cy)`` in pixels, pixel ``(u, v)`` centred at
+``(u + 0.5, v + 0.5)`` with ``v`` counted downwards from the top row.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from priors3d.fields.views import Views
+
+
+def _check_cameras(c2w: Tensor, intrinsics: Tensor) -> None:
+    if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
+        raise ValueError(f"c2w must be [V, 4, 4], got {list(c2w.shape)}")
+    if intrinsics.shape != (c2w.shape[0], 4):
+        raise ValueError(f"intrinsics must be [V, 4] = [{c2w.shape[0]}, 4] (fx, fy, cx, cy), "
+                         f"got {list(intrinsics.shape)}")
+
+
+def camera_rays(c2w: Tensor, intrinsics: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Rays through every pixel centre.
+
+    Args:
+        c2w: ``[V, 4, 4]`` camera-to-world, OpenGL axes.
+        intrinsics: ``[V, 4]`` ``(fx, fy, cx, cy)`` in pixels.
+        height, width: image size ``H, W``.
+
+    Returns:
+        origins ``[V, H, W, 3]`` and unit directions ``[V, H, W, 3]`` in world space.
+    """
+    _check_cameras(c2w, intrinsics)
+    dtype, device = c2w.dtype, c2w.device
+    v = torch.arange(height, dtype=dtype, device=device) + 0.5
+    u = torch.arange(width, dtype=dtype, device=device) + 0.5
+    vv, uu = torch.meshgrid(v, u, indexing="ij")  # [H, W]
+    fx, fy, cx, cy = (intrinsics[:, i, None, None].to(dtype) for i in range(4))  # [V, 1, 1]
+    # Image rows go down, camera y goes up; the camera looks along -z.
+    dirs_cam = torch.stack([(uu - cx) / fx, -(vv - cy) / fy, -torch.ones_like(uu - cx)], dim=-1)
+    dirs = torch.einsum("vhwj,vij->vhwi", dirs_cam, c2w[:, :3, :3])
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    origins = c2w[:, None, None, :3, 3].expand_as(dirs)
+    return origins, dirs
+
+
+def views_rays(views: Views) -> tuple[Tensor, Tensor]:
+    """``camera_rays`` for every view of ``views``: origins and directions ``[V, H, W, 3]``."""
+    height, width = views.hw
+    return camera_rays(views.c2w, views.intrinsics, height, width)
+
+
+def project_points(points: Tensor, c2w: Tensor, intrinsics: Tensor) -> tuple[Tensor, Tensor]:
+    """Project world points into one camera.
+
+    Args:
+        points: ``[N, 3]`` world points.
+        c2w: ``[4, 4]`` camera-to-world, OpenGL axes.
+        intrinsics: ``[4]`` ``(fx, fy, cx, cy)``.
+
+    Returns:
+        ``uv`` ``[N, 2]`` continuous pixel coordinates (pixel ``(u, v)`` covers ``[u, u+1) x [v, v+1)``)
+        and ``z`` ``[N]`` depth along the viewing axis (positive in front of the camera).
+    """
+    if points.ndim != 2 or points.shape[-1] != 3:
+        raise ValueError(f"points must be [N, 3], got {list(points.shape)}")
+    rot, centre = c2w[:3, :3], c2w[:3, 3]
+    local = (points - centre) @ rot  # world -> camera: R^T (p - t), as row vectors
+    z = -local[:, 2]
+    fx, fy, cx, cy = intrinsics.unbind(-1)
+    uv = torch.stack([fx * local[:, 0] / z + cx, -fy * local[:, 1] / z + cy], dim=-1)
+    return uv, z
+
+
+def ray_aabb(origins: Tensor, directions: Tensor, aabb: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Where rays enter and leave an axis-aligned box (slab method).
+
+    Args:
+        origins, directions: ``[..., 3]`` (directions need not be unit; ``t`` is in their units).
+        aabb: ``[2, 3]`` box (min corner, max corner).
+
+    Returns:
+        ``t_near [...]``, ``t_far [...]`` (``t_near`` clamped to >= 0, so a ray starting inside the
+        box enters at 0) and ``hit [...]`` bool, true where the ray meets the box in front of its origin.
+    """
+    if aabb.shape != (2, 3):
+        raise ValueError(f"aabb must be [2, 3] (min, max corners), got {list(aabb.shape)}")
+    safe = torch.where(directions.abs() < 1e-12, torch.full_like(directions, 1e-12), directions)
+    t0 = (aabb[0] - origins) / safe
+    t1 = (aabb[1] - origins) / safe
+    t_near = torch.minimum(t0, t1).amax(dim=-1).clamp_min(0.0)
+    t_far = torch.maximum(t0, t1).amin(dim=-1)
+    return t_near, t_far, t_far > t_near
