@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from priors3d.fields.rays import camera_rays
 from priors3d.fields.scenes.primitives import (CHECKER, NOISE, STRIPES, Grouped, Primitives, normals, rotate_z,
                                               to_local)
 
@@ -45,26 +46,6 @@ class World:
     def __post_init__(self) -> None:
         self.grouped = Grouped(self.prims)
         self.grouped_occluders = Grouped(self.prims if self.occluders is None else self.occluders)
-
-
-def camera_rays(c2w: Tensor, intrinsics: Tensor, height: int, width: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Rays through pixel centres.
-
-    Args:
-        c2w: ``[V, 4, 4]`` camera-to-world, OpenGL axes. intrinsics: ``[V, 4]`` ``(fx, fy, cx, cy)``.
-    Returns:
-        origins ``[V, H, W, 3]``, unit directions ``[V, H, W, 3]`` and ``[V, H, W]`` the z-depth per unit
-        distance along the ray (``z = t * scale``).
-    """
-    v = torch.arange(height, dtype=torch.float32) + 0.5
-    u = torch.arange(width, dtype=torch.float32) + 0.5
-    vv, uu = torch.meshgrid(v, u, indexing="ij")
-    fx, fy, cx, cy = (intrinsics[:, i, None, None] for i in range(4))
-    cam = torch.stack([(uu - cx) / fx, -(vv - cy) / fy, -torch.ones_like(uu - cx)], dim=-1)  # [V, H, W, 3]
-    norm = cam.norm(dim=-1, keepdim=True)
-    dirs = torch.einsum("vij,vhwj->vhwi", c2w[:, :3, :3], cam / norm)
-    origins = c2w[:, None, None, :3, 3].expand_as(dirs)
-    return origins, dirs, 1.0 / norm[..., 0]
 
 
 def cast(world: World, origins: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
@@ -164,7 +145,8 @@ def render_views(world: World, c2w: Tensor, intrinsics: Tensor, height: int, wid
     if c2w.ndim != 3 or c2w.shape[1:] != (4, 4) or intrinsics.shape != (c2w.shape[0], 4):
         raise ValueError(f"expected c2w [V, 4, 4] and intrinsics [V, 4], got {list(c2w.shape)} and "
                          f"{list(intrinsics.shape)}")
-    origins, dirs, z_scale = camera_rays(c2w.float(), intrinsics.float(), height, width)
+    origins, dirs = camera_rays(c2w.float(), intrinsics.float(), height, width)
+    z_scale = -(dirs * c2w[:, None, None, :3, 2].float()).sum(-1)  # z-depth per unit distance along the ray
     shape = origins.shape[:3]
     origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
     starts = tqdm(range(0, origins.shape[0], chunk), desc="ray casting", unit="chunk", disable=not progress)
