@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/priors3d demo
+	$(VENV)/bin/priors3d demo rotation
+	$(VENV)/bin/priors3d demo field
 
 test: install
 	$(PY) -m pytest -n 2 -q

@@ -16,12 +16,16 @@ import tyro
 
 # group -> command -> "module:function"; the function takes one config dataclass.
 COMMANDS: dict[str, dict[str, str]] = {
-    "demo": {"rotation": "priors3d.demo:rotation_demo"},
+    "demo": {"rotation": "priors3d.demo:rotation_demo", "field": "priors3d.demo:field_demo"},
     "data": {"prepare": "priors3d.pointcloud.data:prepare"},
     "field": {
         "generate": "priors3d.fields.scenes.generate:generate",
         "fit": "priors3d.fields.train:fit",
         "render": "priors3d.fields.train:render",
+        "shape": "priors3d.shaping.shape:shape",
+        "propagate": "priors3d.shaping.shape:propagate",
+        "select": "priors3d.shaping.shape:select_command",
+        "recolor": "priors3d.shaping.shape:recolor_command",
     },
 }
 

@@ -60,3 +60,19 @@ def rotation_demo(config: RotationDemoConfig) -> dict:
     save_json(config.out / "rotation_demo.json", {"config": config, "results": results})
     print(f"written: {config.out / 'rotation_demo.json'}")
     return results
+
+
+@dataclass
+class FieldDemoConfig:
+    """Options of ``priors3d demo field``."""
+
+    out: Path = Path("runs/demo/field")
+    quick: bool = True
+    """Small budgets (minutes on two CPU cores); --no-quick uses the benchmark's."""
+
+
+def field_demo(config: FieldDemoConfig) -> dict:
+    """Room → NeRF fit → Jacobian shaping → one click per class propagated; mIoU before and after shaping."""
+    from .shaping.shape import demo_pipeline
+
+    return demo_pipeline(config.out, quick=config.quick)

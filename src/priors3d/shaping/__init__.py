@@ -1,0 +1,1 @@
+"""Mutual-information gradient shaping of neural fields (JacobiNeRF): Jacobians, pairs, losses, propagation, edits."""

@@ -1,0 +1,235 @@
+"""Label propagation through Jacobians: from a few clicked pixels to every pixel of every view.
+
+Three responses of a target pixel ``p`` to a class ``k`` whose clicks have the (mean, unit)
+Jacobian ``J_k``; the label is the argmax over classes, or -1 where no response reaches
+``min_response``:
+
+- perturb-and-render: move ``theta_D`` by ``sigma * J_k`` and render again; response ``|I_k - I|``.
+- first order (no re-rendering): ``|cos(J_p, J_k)|`` from the target pixel's own Jacobian (the
+  MAP rule of JacobiNeRF: ``argmax_k`` of the gradient cosine); the first-order Taylor term of
+  the perturbation above, divided by ``||J_p||``.
+- 3D: the first-order response of every sample along the ray, volume-rendered with the ray's weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from priors3d.fields.rays import views_rays
+from priors3d.fields.render import render_rays
+from priors3d.fields.train import FieldSetup, ray_bounds
+from priors3d.fields.views import Views
+from priors3d.shaping.jacobian import (flatten, grey, parameter_subset, pixel_jacobians_chunked, point_jacobians,
+                                       unflatten)
+
+
+@dataclass(frozen=True)
+class Click:
+    """One labelled pixel: column ``x`` and row ``y`` of view ``view``, class ``label``."""
+
+    view: int
+    x: int
+    y: int
+    label: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Click":
+        """``"view/x/y/class"`` -> Click."""
+        parts = text.split("/")
+        if len(parts) != 4 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+            raise ValueError(f"a click must be 'view/x/y/class' (four integers), got {text!r}")
+        return cls(*(int(p) for p in parts))
+
+
+def sampling(model: nn.Module, setup: FieldSetup) -> dict:
+    """Keyword arguments of ``render_rays`` / ``pixel_jacobians`` that render as the fitted field does."""
+    return {"n_samples": setup.n_samples, "n_proposal": setup.n_proposal,
+            "proposal": model.grid_density if setup.n_proposal > 0 else None,
+            "background": None if setup.background is None else torch.tensor(setup.background)}
+
+
+def view_rays(views: Views, setup: FieldSetup) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Rays of every pixel: origins, directions ``[V, H*W, 3]`` and bounds near, far ``[V, H*W]``."""
+    origins, directions = views_rays(views)
+    o, d = origins.flatten(1, 2), directions.flatten(1, 2)
+    near, far = ray_bounds(o, d, torch.tensor(setup.aabb).reshape(2, 3), setup.near, setup.far)
+    return o, d, near, far
+
+
+def render_grey(model: nn.Module, setup: FieldSetup, views: Views, params: dict[str, Tensor] | None = None,
+                chunk: int = 8192, channel: int | None = None, rgb: bool = False) -> Tensor:
+    """Grey images ``[V, H, W]`` (or colour ``[V, H, W, 3]`` with ``rgb``), optionally with ``params`` swapped in."""
+    o, d, near, far = view_rays(views, setup)
+    kwargs = sampling(model, setup)
+    out = []
+    with torch.no_grad():
+        for v in range(len(views)):
+            parts = [render_rays(model, o[v, i:i + chunk], d[v, i:i + chunk], near[v, i:i + chunk],
+                                 far[v, i:i + chunk], params=params, **kwargs)["rgb"]
+                     for i in range(0, o.shape[1], chunk)]
+            colour = torch.cat(parts)
+            out.append(colour if rgb else grey(colour, channel))
+    h, w = views.hw
+    return torch.stack(out).reshape(len(views), h, w, *([3] if rgb else []))
+
+
+def view_jacobians(model: nn.Module, setup: FieldSetup, views: Views, chunk: int = 2048,
+                   names: tuple[str, ...] | None = None, channel: int | None = None,
+                   progress: bool = False) -> Tensor:
+    """Jacobians of every pixel of every view: ``[V, H, W, P]`` (no graph)."""
+    o, d, near, far = view_rays(views, setup)
+    kwargs = sampling(model, setup)
+    out = [pixel_jacobians_chunked(model, o[v], d[v], near[v], far[v], chunk=chunk, names=names, channel=channel,
+                                   **kwargs)
+           for v in tqdm(range(len(views)), desc="jacobians", disable=not progress, leave=False)]
+    h, w = views.hw
+    return torch.stack(out).reshape(len(views), h, w, -1)
+
+
+def auto_clicks(labels: Tensor, view: int | None = None) -> list[Click]:
+    """One click per class in one view: the pixel deepest inside each class region.
+
+    Args:
+        labels: ``[V, H, W]`` ground-truth labels (-1 void).
+        view: the view to click in; None picks the one showing the most classes (the first on ties).
+    """
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be [V, H, W], got {list(labels.shape)}")
+    if view is None:
+        counts = [len(set(labels[v].unique().tolist()) - {-1}) for v in range(labels.shape[0])]
+        view = int(np.argmax(counts))
+    clicks = []
+    image = labels[view].numpy()
+    for k in sorted(set(np.unique(image).tolist()) - {-1}):
+        depth = ndimage.distance_transform_edt(np.pad(image == k, 1))[1:-1, 1:-1]
+        y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+        clicks.append(Click(view, int(x), int(y), int(k)))
+    return clicks
+
+
+def dense_clicks(labels: Tensor, view: int) -> list[Click]:
+    """Every non-void pixel of one fully labelled view ``labels [V, H, W]`` as a click."""
+    ys, xs = torch.nonzero(labels[view] >= 0, as_tuple=True)
+    return [Click(view, int(x), int(y), int(labels[view, y, x])) for y, x in zip(ys.tolist(), xs.tolist())]
+
+
+def click_jacobians(model: nn.Module, setup: FieldSetup, views: Views, clicks: list[Click],
+                    names: tuple[str, ...] | None = None, channel: int | None = None) -> Tensor:
+    """Jacobians ``[M, P]`` of the clicked pixels."""
+    _check_clicks(clicks, views)
+    o, d, near, far = view_rays(views, setup)
+    width = views.hw[1]
+    v = torch.tensor([c.view for c in clicks])
+    i = torch.tensor([c.y * width + c.x for c in clicks])
+    return pixel_jacobians_chunked(model, o[v, i], d[v, i], near[v, i], far[v, i], names=names, channel=channel,
+                                   **sampling(model, setup))
+
+
+def prototypes(jacobians: Tensor, labels: Tensor, n_classes: int) -> Tensor:
+    """Per-class mean of unit Jacobians ``[K, P]`` (zero rows for classes without clicks).
+
+    Args:
+        jacobians: ``[M, P]`` click Jacobians; labels: ``[M]`` their classes.
+    """
+    if jacobians.ndim != 2 or labels.shape != jacobians.shape[:1]:
+        raise ValueError(f"jacobians must be [M, P] and labels [M], got {list(jacobians.shape)} and "
+                         f"{list(labels.shape)}")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"click labels must be in 0..{n_classes - 1}, got {labels.unique().tolist()}")
+    unit = F.normalize(jacobians, dim=-1)
+    sums = torch.zeros(n_classes, jacobians.shape[1], dtype=jacobians.dtype).index_add_(0, labels, unit)
+    counts = torch.bincount(labels, minlength=n_classes).clamp_min(1).to(jacobians.dtype)
+    return sums / counts[:, None]
+
+
+def argmax_labels(responses: Tensor, active: Tensor, min_response: float = 0.0) -> Tensor:
+    """``[..., K] -> [...]`` labels: argmax over the ``active [K]`` classes, -1 below ``min_response``."""
+    masked = responses.masked_fill(~active, float("-inf"))
+    best, labels = masked.max(dim=-1)
+    return torch.where(best >= min_response, labels, torch.full_like(labels, -1))
+
+
+def first_order_responses(jacobians: Tensor, protos: Tensor) -> Tensor:
+    """``|cos(J_p, J_k)|``: ``[..., P]`` target Jacobians and ``[K, P]`` prototypes -> ``[..., K]``."""
+    unit = F.normalize(jacobians, dim=-1)
+    return (unit @ F.normalize(protos, dim=-1).T).abs()
+
+
+def perturb_responses(model: nn.Module, setup: FieldSetup, views: Views, protos: Tensor, sigma: float = 1.0,
+                      names: tuple[str, ...] | None = None, channel: int | None = None,
+                      progress: bool = False) -> Tensor:
+    """``|I_k - I|`` ``[V, H, W, K]``: render with ``theta_D + sigma * J_k / ||J_k||`` for each class ``k``.
+
+    Classes with a zero prototype get zero response.
+    """
+    theta = {n: t.detach() for n, t in parameter_subset(model, names).items()}
+    base = flatten(theta)
+    reference = render_grey(model, setup, views, channel=channel)
+    out = []
+    for k in tqdm(range(protos.shape[0]), desc="perturb", disable=not progress, leave=False):
+        norm = protos[k].norm()
+        if float(norm) == 0.0:
+            out.append(torch.zeros_like(reference))
+            continue
+        moved = unflatten(base + sigma * protos[k] / norm, theta)
+        out.append((render_grey(model, setup, views, params=moved, channel=channel) - reference).abs())
+    return torch.stack(out, dim=-1)
+
+
+def volume_responses(model: nn.Module, setup: FieldSetup, views: Views, point_protos: Tensor, chunk: int = 256,
+                     names: tuple[str, ...] | None = None, channel: int | None = None,
+                     progress: bool = False) -> Tensor:
+    """3D responses ``[V, H, W, K]``: ``sum_s w_s |cos(J_s, J_k)|`` over the samples ``s`` of each ray.
+
+    Args:
+        point_protos: ``[K, P]`` prototypes built from ``point_jacobians`` of the clicked surface points
+            (see ``click_point_jacobians``).
+    """
+    o, d, near, far = view_rays(views, setup)
+    kwargs = sampling(model, setup)
+    unit_protos = F.normalize(point_protos, dim=-1)
+    out = []
+    for v in tqdm(range(len(views)), desc="3d responses", disable=not progress, leave=False):
+        rows = []
+        for i in range(0, o.shape[1], chunk):
+            oo, dd = o[v, i:i + chunk], d[v, i:i + chunk]
+            with torch.no_grad():
+                r = render_rays(model, oo, dd, near[v, i:i + chunk], far[v, i:i + chunk], **kwargs)
+                mids = 0.5 * (r["t_starts"] + r["t_ends"])  # [R, S]
+                points = oo[:, None] + mids[..., None] * dd[:, None]
+                dirs = dd[:, None].expand_as(points)
+                jac = point_jacobians(model, points.reshape(-1, 3), dirs.reshape(-1, 3), names, channel)
+            cos = (F.normalize(jac, dim=-1) @ unit_protos.T).abs().reshape(*mids.shape, -1)  # [R, S, K]
+            rows.append((r["weights"][..., None] * cos).sum(dim=1))
+        out.append(torch.cat(rows))
+    h, w = views.hw
+    return torch.stack(out).reshape(len(views), h, w, -1)
+
+
+def click_point_jacobians(model: nn.Module, setup: FieldSetup, views: Views, clicks: list[Click],
+                          names: tuple[str, ...] | None = None, channel: int | None = None) -> Tensor:
+    """Jacobians ``[M, P]`` of the clicked pixels' surface points (rendered depth lifted along the ray)."""
+    _check_clicks(clicks, views)
+    o, d, near, far = view_rays(views, setup)
+    width = views.hw[1]
+    v = torch.tensor([c.view for c in clicks])
+    i = torch.tensor([c.y * width + c.x for c in clicks])
+    with torch.no_grad():
+        depth = render_rays(model, o[v, i], d[v, i], near[v, i], far[v, i], **sampling(model, setup))["depth"]
+        return point_jacobians(model, o[v, i] + depth[:, None] * d[v, i], d[v, i], names, channel)
+
+
+def _check_clicks(clicks: list[Click], views: Views) -> None:
+    if not clicks:
+        raise ValueError("need at least one click (view/x/y/class)")
+    height, width = views.hw
+    for c in clicks:
+        if not (0 <= c.view < len(views) and 0 <= c.x < width and 0 <= c.y < height):
+            raise ValueError(f"click {c} is outside the {len(views)} views of {width}x{height} pixels")

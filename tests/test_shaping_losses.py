@@ -1,0 +1,78 @@
+import math
+
+import pytest
+import torch
+
+from priors3d.shaping.losses import info_nce, jacobian_cosines, norm_penalty, shaping_loss
+from priors3d.shaping.metrics import segmentation_metrics
+from priors3d.shaping.pairs import adaptive_feature_pairs, corrupt_masks, mask_pairs, positive_ratio
+
+
+def test_info_nce_matches_hand_computation():
+    cos = torch.tensor([[1.0, 0.8, 0.1], [0.8, 1.0, 0.3], [0.1, 0.3, 1.0]])
+    pos = torch.tensor([[False, True, False], [True, False, False], [False, False, False]])
+    tau = 0.5
+    a0 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(0.1 / tau)))
+    a1 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(0.3 / tau)))
+    assert info_nce(cos, pos, tau).item() == pytest.approx((a0 + a1) / 2, rel=1e-6)
+
+
+def test_info_nce_averages_over_several_positives_and_ignores_the_diagonal():
+    cos = torch.tensor([[5.0, 0.5, 0.2, 0.9], [0.5, 5.0, 0.0, 0.0], [0.2, 0.0, 5.0, 0.0], [0.9, 0.0, 0.0, 5.0]])
+    pos = torch.zeros(4, 4, dtype=torch.bool)
+    pos[0, 1] = pos[0, 2] = pos[0, 0] = True
+    z = math.exp(0.5) + math.exp(0.2) + math.exp(0.9)
+    expected = -(math.log(math.exp(0.5) / z) + math.log(math.exp(0.2) / z)) / 2
+    assert info_nce(cos, pos, 1.0).item() == pytest.approx(expected, rel=1e-6)
+    assert info_nce(cos, torch.zeros_like(pos)).item() == 0.0
+
+
+def test_absolute_cosine_and_norm_penalty():
+    j = torch.tensor([[1.0, 0.0], [-2.0, 0.0], [0.0, 3.0]])
+    assert jacobian_cosines(j)[0, 1].item() == pytest.approx(1.0)
+    assert jacobian_cosines(j, absolute=False)[0, 1].item() == pytest.approx(-1.0)
+    assert norm_penalty(j).item() == pytest.approx((0 + 1 + 4) / 3)
+    parts = shaping_loss(torch.tensor(0.5), j, mask_pairs(torch.tensor([0, 0, 1])), lam=2.0, gamma=3.0)
+    assert parts["loss"].item() == pytest.approx(0.5 + 2 * parts["mi"].item() + 3 * parts["norm"].item())
+
+
+def test_mask_pairs_same_id_same_view_no_void():
+    ids = torch.tensor([0, 0, 1, -1, -1, 0])
+    views = torch.tensor([0, 0, 0, 0, 0, 1])
+    pairs = mask_pairs(ids, views)
+    assert pairs[0, 1] and pairs[1, 0] and not pairs[0, 0]
+    assert not pairs[3, 4] and not pairs[0, 5] and not pairs[0, 2]
+    assert pairs.sum() == 2
+
+
+def test_adaptive_threshold_keeps_positive_ratio_in_band():
+    feats = torch.randn(200, 16, generator=torch.Generator().manual_seed(0))
+    for start in (-0.9, 0.0, 0.95):
+        pairs, threshold = adaptive_feature_pairs(feats, start)
+        assert 0.05 <= positive_ratio(pairs) <= 0.15
+        assert not pairs.diagonal().any()
+
+
+def test_corrupt_masks():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.zeros(2, 8, 8, dtype=torch.long)
+    labels[:, :, 4:] = 1
+    labels[:, 0, 0] = -1
+    assert torch.equal(corrupt_masks(labels), labels)
+    merged = corrupt_masks(labels, merge=1.0, generator=g)
+    assert all(len(merged[v][merged[v] >= 0].unique()) == 1 for v in range(2))
+    split = corrupt_masks(labels, split=1.0, generator=g)
+    assert all(len(split[v][split[v] >= 0].unique()) > 2 for v in range(2))
+    noisy = corrupt_masks(labels, noise=0.5, generator=g)
+    assert (noisy == -1).sum() == 2 and 0 < (noisy != labels).sum() < labels.numel()
+
+
+def test_segmentation_metrics_by_hand():
+    target = torch.tensor([0, 0, 1, 1, -1, 2])
+    pred = torch.tensor([0, 1, 1, -1, 0, 2])
+    m = segmentation_metrics(pred, target, 4)
+    # class 0: tp 1, gt 2, pred 1 -> IoU 1/2; class 1: tp 1, gt 2, pred 2 -> 1/3; class 2: 1; class 3 absent
+    assert m["miou"] == pytest.approx((0.5 + 1 / 3 + 1) / 3)
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["class_accuracy"] == pytest.approx((0.5 + 0.5 + 1) / 3)
+    assert m["classes"] == [0, 1, 2]

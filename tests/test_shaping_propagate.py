@@ -1,0 +1,119 @@
+"""Propagation and edits on a toy field whose Jacobians are known.
+
+The field is an opaque slab at z = 0 whose colour is ``sigmoid(W onehot(x < 0, x >= 0))``: with
+``theta_D = W`` a pixel's Jacobian lives in W's first column when its ray hits ``x < 0`` and in
+the second otherwise, so the two halves never resonate and labels must follow the sign of x.
+"""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from priors3d.fields.train import FieldSetup
+from priors3d.fields.views import Scene, Views
+from priors3d.shaping.baseline import SemanticHead
+from priors3d.shaping.edit import edit_picture, recolor, select
+from priors3d.shaping.propagate import Click, auto_clicks, dense_clicks, render_grey, view_rays
+from priors3d.shaping.shape import label_pictures, propagate_labels
+from priors3d.shaping.metrics import segmentation_metrics
+
+
+class HalfPlanes(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(2, 3, bias=False)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[0.5, -0.3], [0.1, 0.4], [-0.2, 0.2]]))
+
+    @staticmethod
+    def rgb_head_parameter_names():
+        return ("head.weight",)
+
+    def forward(self, positions, directions=None):
+        sigma = 80.0 * (positions[..., 2].abs() < 0.15).to(positions.dtype)
+        if directions is None:
+            return sigma, None
+        side = (positions[..., 0] >= 0).to(positions.dtype)
+        onehot = torch.stack([1.0 - side, side], dim=-1)
+        return sigma, torch.sigmoid(self.head(onehot))
+
+
+def toy_views(n=2, size=8):
+    c2w = torch.eye(4).repeat(n, 1, 1)
+    c2w[:, 2, 3] = 2.0
+    c2w[:, 0, 3] = torch.linspace(-0.3, 0.3, n)
+    intrinsics = torch.tensor([[4.0, 4.0, size / 2, size / 2]]).repeat(n, 1)
+    views = Views(torch.zeros(n, size, size, 3), c2w, intrinsics, [f"v{i}" for i in range(n)])
+    o, d, _, _ = view_rays(views, SETUP)
+    x = (o + 2.0 / -d[..., 2:] * d)[..., 0].reshape(n, size, size)  # where each ray meets z = 0
+    views.semantic = (x >= 0).long()
+    return views
+
+
+SETUP = FieldSetup(scene="toy", aabb=(-3.0, -3.0, -1.0, 3.0, 3.0, 1.0), near=0.05, far=4.0, n_samples=48,
+                   n_proposal=0)
+
+
+@pytest.mark.parametrize("method", ["first-order", "perturb", "3d"])
+def test_propagation_recovers_the_half_planes(method):
+    views = toy_views()
+    clicks = auto_clicks(views.semantic, view=0)
+    assert sorted(c.label for c in clicks) == [0, 1]
+    result = propagate_labels(HalfPlanes(), SETUP, views, views, clicks, 2, method)
+    assert torch.equal(result["labels"], views.semantic)
+    assert result["responses"].shape == (2, 8, 8, 2)
+    assert segmentation_metrics(result["labels"], views.semantic, 2)["miou"] == 1.0
+
+
+def test_no_response_threshold_and_unclicked_classes():
+    views = toy_views()
+    clicks = [c for c in auto_clicks(views.semantic, view=0) if c.label == 1]
+    result = propagate_labels(HalfPlanes(), SETUP, views, views, clicks, 2, "first-order", min_response=0.5)
+    assert torch.equal(result["labels"] == 1, views.semantic == 1)
+    assert bool((result["labels"][views.semantic == 0] == -1).all())  # no response, not class 0
+
+
+def test_auto_clicks_pick_the_deepest_pixel_and_dense_clicks_cover_the_view():
+    labels = torch.full((1, 9, 9), -1)
+    labels[0, 2:7, 2:7] = 3
+    (click,) = auto_clicks(labels)
+    assert (click.x, click.y, click.label) == (4, 4, 3)
+    assert len(dense_clicks(labels, 0)) == 25
+    assert Click.parse("0/4/4/3") == click
+    with pytest.raises(ValueError, match="view/x/y/class"):
+        Click.parse("1/2/3")
+
+
+def test_select_and_recolor_change_only_the_resonating_half(tmp_path):
+    views = toy_views()
+    model = HalfPlanes()
+    click = Click(0, 1, 4, -1)
+    masks, _ = select(model, SETUP, views, views, click, threshold=0.9)
+    assert torch.equal(masks, views.semantic == views.semantic[0, 4, 1])
+    target = (0.1, 0.8, 0.3)
+    edited = recolor(model, SETUP, views, click, target)
+    before = render_grey(model, SETUP, views, rgb=True)
+    after = render_grey(edited, SETUP, views, rgb=True)
+    torch.testing.assert_close(after[0, 4, 1], torch.tensor(target), atol=2e-3, rtol=0)
+    same = views.semantic != views.semantic[0, 4, 1]
+    torch.testing.assert_close(after[same], before[same])
+    assert (after[~same] - before[~same]).abs().max() > 0.1
+    picture = edit_picture(before, after, masks)
+    assert picture.shape == (2 * 2 * 8, 2 * 3 * 8, 3) and picture.dtype == np.uint8
+
+
+def test_label_pictures_are_written(tmp_path):
+    views = toy_views()
+    scene = Scene(train=views, test=views, class_names=["left", "right"],
+                  class_colors=torch.tensor([[255, 0, 0], [0, 0, 255]], dtype=torch.uint8))
+    path = label_pictures(tmp_path / "labels.png", scene, views.semantic, views.semantic)
+    image = np.asarray(Image.open(path))
+    assert image.shape == (2 * 2 * 8, 2 * 3 * 8, 3)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_semantic_head_shapes():
+    head = SemanticHead(5, 3)
+    assert head(torch.zeros(4, 7, 5)).shape == (4, 7, 3)
