@@ -18,6 +18,11 @@ import tyro
 COMMANDS: dict[str, dict[str, str]] = {
     "demo": {"rotation": "priors3d.demo:rotation_demo", "field": "priors3d.demo:field_demo"},
     "data": {"prepare": "priors3d.pointcloud.data:prepare"},
+    "pointcloud": {
+        "train": "priors3d.pointcloud.train:train",
+        "eval": "priors3d.pointcloud.train:evaluate_run",
+        "protocols": "priors3d.pointcloud.train:protocols",
+    },
     "field": {
         "generate": "priors3d.fields.scenes.generate:generate",
         "fit": "priors3d.fields.train:fit",

@@ -1,0 +1,125 @@
+"""Data-parallel training across processes: ``torchrun --nproc_per_node=K`` with DistributedDataParallel.
+
+:func:`setup` reads the variables torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR``/``MASTER_PORT``) and joins the process group (gloo on CPU, nccl on CUDA); without
+them it returns a single-process context and training runs as usual. Metrics are sums (correct
+counts, confusion matrices, IoU sums) reduced with :func:`all_reduce_sum`, so every rank ends up
+with the figures of the whole test set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import Sampler
+
+
+@dataclasses.dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: ``rank`` of ``world_size``, and the device it computes on."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``"auto"`` → ``cuda:<local_rank>`` when available else ``cpu``; other strings as given."""
+    if device == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device(f"cuda:{local_rank}")
+    return resolved
+
+
+def setup(device: str = "auto") -> DistContext:
+    """Join the process group torchrun describes, or return a single-process context."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device, local_rank)
+    if world_size <= 1:
+        return DistContext(device=resolved)
+    if not dist.is_initialized():
+        backend = "nccl" if resolved.type == "cuda" else "gloo"
+        if resolved.type == "cuda":
+            torch.cuda.set_device(resolved)
+        dist.init_process_group(backend=backend)
+    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=resolved)
+
+
+def cleanup(context: DistContext) -> None:
+    """Leave the process group (no-op for a single process)."""
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(model: nn.Module, context: DistContext) -> nn.Module:
+    """``DistributedDataParallel(model)`` across ranks, or ``model`` itself for a single process."""
+    if not context.enabled:
+        return model
+    ids = [context.device.index] if context.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def all_reduce_sum(x: Tensor, context: DistContext) -> Tensor:
+    """Sum of ``x`` over ranks (a new tensor; ``x`` itself for a single process)."""
+    if not context.enabled:
+        return x
+    backend_device = context.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    out = x.detach().to(backend_device, copy=True)
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out.to(x.device)
+
+
+def average_buffers(model: nn.Module, context: DistContext) -> None:
+    """Replace floating-point buffers (batch-norm running statistics) by their mean over ranks.
+
+    DistributedDataParallel keeps parameters identical but lets every rank update its own running
+    statistics; averaging them after an epoch gives every rank the same evaluation model.
+    """
+    if not context.enabled:
+        return
+    for buffer in unwrap(model).buffers():
+        if buffer.is_floating_point():
+            buffer.copy_(all_reduce_sum(buffer, context) / context.world_size)
+
+
+def barrier(context: DistContext) -> None:
+    if context.enabled:
+        dist.barrier()
+
+
+class ShardSampler(Sampler[int]):
+    """Every ``world_size``-th index starting at ``rank``, in order, without padding.
+
+    For evaluation: shards differ in length by at most one, and every item is seen exactly once,
+    so summed metrics equal those of a single process.
+    """
+
+    def __init__(self, length: int, rank: int, world_size: int):
+        self.length, self.rank, self.world_size = length, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))

@@ -1,0 +1,73 @@
+"""Heads shared by the VN and the plain models, so that every comparison differs only in the encoder.
+
+A head sees rotation-invariant features only (scalars from a plain encoder, or VN features projected
+on a learned frame), so it may use any ordinary layer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def max_mean_pool(x: Tensor) -> Tensor:
+    """Max and mean over points: ``[B, C, N]`` → ``[B, 2C]`` (DGCNN's global feature)."""
+    return torch.cat([x.amax(-1), x.mean(-1)], dim=1)
+
+
+def classifier(in_features: int, num_classes: int, hidden: tuple[int, ...] = (512, 256),
+               dropout: float = 0.5, negative_slope: float = 0.2) -> nn.Sequential:
+    """MLP ``in → hidden… → classes`` with batch norm, LeakyReLU and dropout: ``[B, in]`` → ``[B, classes]``."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_features, width, bias=False), nn.BatchNorm1d(width),
+                   nn.LeakyReLU(negative_slope), nn.Dropout(dropout)]
+        in_features = width
+    layers.append(nn.Linear(in_features, num_classes))
+    return nn.Sequential(*layers)
+
+
+def _pointwise(in_channels: int, out_channels: int, negative_slope: float) -> list[nn.Module]:
+    return [nn.Conv1d(in_channels, out_channels, 1, bias=False), nn.BatchNorm1d(out_channels),
+            nn.LeakyReLU(negative_slope)]
+
+
+class SegmentationHead(nn.Module):
+    """Per-point part logits from per-point features, a global feature and the object category.
+
+    ``local [B, C, N]``, ``global_feature [B, G]``, ``category [B, K]`` (one-hot) → ``[B, N, parts]``.
+    The category is embedded by a linear layer (64 channels), global feature and embedding are copied
+    to every point and concatenated with ``local``; a shared MLP ``256 → 256 → 128 → parts`` (batch
+    norm, LeakyReLU, dropout after the first two layers) gives the logits, as in DGCNN's part model.
+    """
+
+    def __init__(self, local_channels: int, global_channels: int, num_classes: int, num_parts: int,
+                 hidden: tuple[int, ...] = (256, 256, 128), dropout: float = 0.5,
+                 negative_slope: float = 0.2, category_channels: int = 64):
+        super().__init__()
+        self.num_classes = num_classes
+        self.embed = nn.Sequential(nn.Linear(num_classes, category_channels, bias=False),
+                                   nn.BatchNorm1d(category_channels), nn.LeakyReLU(negative_slope))
+        layers: list[nn.Module] = []
+        width = local_channels + global_channels + category_channels
+        for i, out in enumerate(hidden):
+            layers += _pointwise(width, out, negative_slope)
+            if i < 2 and dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = out
+        layers.append(nn.Conv1d(width, num_parts, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, local: Tensor, global_feature: Tensor, category: Tensor) -> Tensor:
+        if category.ndim != 2 or category.shape != (local.shape[0], self.num_classes):
+            raise ValueError(f"category must be one-hot [B={local.shape[0]}, {self.num_classes}], "
+                             f"got {list(category.shape)}")
+        context = torch.cat([global_feature, self.embed(category.to(local.dtype))], dim=1)
+        x = torch.cat([context.unsqueeze(-1).expand(-1, -1, local.shape[-1]), local], dim=1)
+        return self.mlp(x).transpose(1, 2)
+
+
+def check_points(points: Tensor, model: str) -> None:
+    """Raise a ValueError unless ``points`` is ``[B, N, 3]``."""
+    if points.ndim != 3 or points.shape[-1] != 3:
+        raise ValueError(f"{model} expects points [B, N, 3], got {list(points.shape)}")

@@ -1,0 +1,174 @@
+"""VN-DGCNN (Deng et al., ICCV 2021): DGCNN with vector-neuron layers, for classification and parts.
+
+Dynamic graphs: the first EdgeConv finds neighbours in xyz, the later ones in feature space (VN
+features compared as ``3C``-vectors, a rotation-invariant distance). Every EdgeConv is
+:class:`priors3d.vn.VNEdgeConv`, which applies its linear maps before gathering neighbours. Channel
+widths are the DGCNN ones divided by 3 (a vector is three scalars): 64 → 21, 128 → 42, 256 → 85,
+1024 → 341, and ``width_divisor`` divides them again for small runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from priors3d.vn import VNEdgeConv, VNInvariant, VNLinearLeakyReLU, knn, make_pool, to_vn
+from priors3d.vn.invariant import frame_coordinates
+
+from .heads import SegmentationHead, check_points, classifier, max_mean_pool
+
+
+def vn_width(channels: int, divisor: int) -> int:
+    """``channels // divisor``, at least 2 (one vector channel cannot learn a direction of its own)."""
+    if divisor < 1:
+        raise ValueError(f"width_divisor must be >= 1, got {divisor}")
+    return max(channels // divisor, 2)
+
+
+class NeighborPool(nn.Module):
+    """Pool ``[B, C, 3, N, k]`` over neighbours: ``"mean"``, ``"max"`` (VN max) or ``"softmax"``."""
+
+    def __init__(self, kind: str, channels: int):
+        super().__init__()
+        self.kind = kind
+        self.pool = make_pool(kind, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(-1) if self.pool is None else self.pool(x)
+
+    def extra_repr(self) -> str:
+        return self.kind
+
+
+def project_on_frame(x: Tensor, frame: Tensor) -> Tensor:
+    """Invariant scalars of VN features: ``x [B, C, 3, N]``, ``frame [B, 3, 3, N]`` → ``[B, 3C, N]``."""
+    return frame_coordinates(x, frame).flatten(1, 2)
+
+
+@contextlib.contextmanager
+def frozen_running_stats(module: nn.Module):
+    """Batch norms in ``module`` normalise with batch statistics but leave their running statistics alone."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+class Recomputed(nn.Module):
+    """Run ``layer(*inputs)`` without keeping its intermediates; recompute them in the backward pass.
+
+    For EdgeConvs, whose intermediates are ``[B, C, 3, N, k]`` edge tensors: only the inputs stay in
+    memory between forward and backward. The recomputation uses the same batch statistics and random
+    state and does not touch running statistics a second time, so values and gradients are unchanged.
+    """
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        if not (self.training and torch.is_grad_enabled()):
+            return self.layer(*inputs)
+        calls = []
+
+        def run(*args: Tensor) -> Tensor:
+            calls.append(None)
+            if len(calls) == 1:
+                return self.layer(*args)
+            with frozen_running_stats(self.layer):
+                return self.layer(*args)
+
+        return checkpoint(run, *inputs, use_reentrant=False)
+
+
+def maybe_recomputed(layer: nn.Module, recompute: bool) -> nn.Module:
+    """``Recomputed(layer)`` or ``layer``."""
+    return Recomputed(layer) if recompute else layer
+
+
+class VNDGCNNCls(nn.Module):
+    """VN-DGCNN classifier: points ``[B, N, 3]`` → logits ``[B, classes]``, rotation-invariant.
+
+    Four EdgeConvs (2 → 21, 42 → 21, 42 → 42, 84 → 85 edge channels), their outputs concatenated
+    (169) into ``VNLinearLeakyReLU(169 → 341)`` with one shared direction, the invariant layer on
+    ``[x, mean x]`` with an un-normalised frame (682 × 3 = 2046 scalars per point), max + mean pool
+    over points, and the MLP 512 → 256 → classes (batch norm, LeakyReLU 0.2, dropout 0.5).
+    ``recompute`` keeps only the EdgeConvs' inputs for the backward pass (see :class:`Recomputed`).
+    """
+
+    def __init__(self, num_classes: int, k: int = 20, pooling: str = "mean", width_divisor: int = 1,
+                 dropout: float = 0.5, negative_slope: float = 0.2, recompute: bool = True):
+        super().__init__()
+        self.k = k
+        w21, w42, w85, w341 = (vn_width(c, width_divisor) for c in (21, 42, 85, 341))
+        widths = [(1, w21), (w21, w21), (w21, w42), (w42, w85)]
+        self.edge_convs = nn.ModuleList(
+            maybe_recomputed(VNEdgeConv(c_in, c_out, negative_slope, pool=NeighborPool(pooling, c_out)), recompute)
+            for c_in, c_out in widths)
+        self.conv5 = VNLinearLeakyReLU(sum(c for _, c in widths), w341, negative_slope, share_nonlinearity=True)
+        self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope)
+        self.head = classifier(2 * 3 * 2 * w341, num_classes, dropout=dropout, negative_slope=negative_slope)
+
+    def forward(self, points: Tensor) -> Tensor:
+        check_points(points, type(self).__name__)
+        x = to_vn(points)
+        features = []
+        for conv in self.edge_convs:
+            x = conv(x, knn(x, self.k))
+            features.append(x)
+        x = self.conv5(torch.cat(features, dim=1))
+        invariant, _ = self.invariant(x)
+        return self.head(max_mean_pool(invariant.flatten(1, 2)))
+
+
+class VNDGCNNSeg(nn.Module):
+    """VN-DGCNN part segmentation: points ``[B, N, 3]`` and category one-hot ``[B, K]`` → ``[B, N, parts]``.
+
+    Three EdgeConvs of 21 channels (the first two followed by a second VN layer on the edges before
+    pooling, as in DGCNN's part model), ``VNLinearLeakyReLU(63 → 341)``, the invariant layer on
+    ``[x, mean x]``; the global feature is the max over points of its 2046 invariants, and the
+    per-point features (the 63 EdgeConv vectors) are projected on the learned per-point frame.
+    """
+
+    def __init__(self, num_classes: int, num_parts: int, k: int = 40, pooling: str = "mean",
+                 width_divisor: int = 1, dropout: float = 0.5, negative_slope: float = 0.2, recompute: bool = True):
+        super().__init__()
+        self.k = k
+        w21, w341 = vn_width(21, width_divisor), vn_width(341, width_divisor)
+
+        def edge_pool(second_layer: bool) -> nn.Module:
+            pool = NeighborPool(pooling, w21)
+            return nn.Sequential(VNLinearLeakyReLU(w21, w21, negative_slope), pool) if second_layer else pool
+
+        self.edge_convs = nn.ModuleList(maybe_recomputed(conv, recompute) for conv in [
+            VNEdgeConv(1, w21, negative_slope, pool=edge_pool(True)),
+            VNEdgeConv(w21, w21, negative_slope, pool=edge_pool(True)),
+            VNEdgeConv(w21, w21, negative_slope, pool=edge_pool(False)),
+        ])
+        self.conv6 = VNLinearLeakyReLU(3 * w21, w341, negative_slope, share_nonlinearity=True)
+        self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope)
+        self.head = SegmentationHead(3 * 3 * w21, 2 * 3 * w341, num_classes, num_parts,
+                                     dropout=dropout, negative_slope=negative_slope)
+
+    def forward(self, points: Tensor, category: Tensor) -> Tensor:
+        check_points(points, type(self).__name__)
+        x = to_vn(points)
+        features = []
+        for conv in self.edge_convs:
+            x = conv(x, knn(x, self.k))
+            features.append(x)
+        local = torch.cat(features, dim=1)
+        invariant, frame = self.invariant(self.conv6(local))
+        global_feature = invariant.flatten(1, 2).amax(-1)
+        return self.head(project_on_frame(local, frame), global_feature, category)
+

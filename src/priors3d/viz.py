@@ -1,0 +1,102 @@
+"""Plots: training curves, confusion matrices and coloured point clouds (matplotlib, headless).
+
+Each function returns a matplotlib ``Figure``; save it with :func:`priors3d.runs.save_figure`
+(atomic, closes the figure).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def training_curves(records: Sequence[dict[str, Any]], keys: Sequence[str], x_key: str = "epoch",
+                    title: str = "") -> Figure:
+    """One panel per group of ``keys`` found in ``records`` (a list of metric dicts), against ``x_key``.
+
+    Keys sharing a suffix after the first ``/`` (``train/loss``, ``test/loss``) share a panel.
+    """
+    panels: dict[str, list[str]] = {}
+    for key in keys:
+        if any(key in r for r in records):
+            panels.setdefault(key.split("/", 1)[-1], []).append(key)
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4 * max(len(panels), 1), 3.2), squeeze=False)
+    for ax, (name, group) in zip(axes[0], panels.items()):
+        for key in group:
+            points = [(r[x_key], r[key]) for r in records if key in r and x_key in r]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o", markersize=3, label=key)
+        ax.set_xlabel(x_key)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(matrix: Any, class_names: Sequence[str], normalize: bool = True, title: str = "") -> Figure:
+    """Heat map of a ``[C, C]`` confusion matrix (rows truth, columns prediction), rows normalised."""
+    m = _numpy(matrix).astype(float)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] != len(class_names):
+        raise ValueError(f"expected a [C, C] matrix with C = {len(class_names)} names, got shape {m.shape}")
+    if normalize:
+        m = m / np.maximum(m.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.35 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(class_names) <= 20:
+        for i, j in np.ndindex(m.shape):
+            if m[i, j] > 0:
+                ax.text(j, i, f"{m[i, j]:.2f}" if normalize else f"{int(m[i, j])}", ha="center", va="center",
+                        fontsize=6, color="white" if m[i, j] > 0.5 * m.max() else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def point_clouds(clouds: Sequence[Any], labels: Sequence[Any], titles: Sequence[str] | None = None,
+                 columns: int = 4, cmap: str = "tab20", num_labels: int | None = None, size: float = 3.0) -> Figure:
+    """3D scatter plots of ``clouds`` (each ``[N, 3]``) coloured by integer ``labels`` (each ``[N]``).
+
+    Colours are fixed per label value across panels (``num_labels`` sets the range; ``-1`` is grey).
+    """
+    if len(clouds) != len(labels):
+        raise ValueError(f"need one label array per cloud, got {len(clouds)} clouds and {len(labels)} label arrays")
+    clouds, labels = [_numpy(c) for c in clouds], [_numpy(l) for l in labels]
+    top = num_labels or max([int(l.max()) + 1 for l in labels if l.size] + [1])
+    colours = plt.get_cmap(cmap)
+    rows = max(1, -(-len(clouds) // columns))
+    cols = min(columns, max(len(clouds), 1))
+    fig = plt.figure(figsize=(size * cols, size * rows))
+    for i, (cloud, label) in enumerate(zip(clouds, labels)):
+        if cloud.ndim != 2 or cloud.shape[1] != 3 or label.shape != cloud.shape[:1]:
+            raise ValueError(f"cloud {i}: expected points [N, 3] and labels [N], got {cloud.shape} and {label.shape}")
+        rgba = colours(label % colours.N) if colours.N < 256 else colours(label / max(top - 1, 1))
+        rgba[label < 0] = (0.7, 0.7, 0.7, 1.0)
+        ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
+        ax.scatter(cloud[:, 0], cloud[:, 1], cloud[:, 2], c=rgba, s=2, depthshade=False)
+        ax.set_box_aspect(np.ptp(cloud, axis=0) + 1e-6)
+        ax.set_axis_off()
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,148 @@
+"""Point-cloud models: rotation invariance of the VN models (and its absence in the plain ones), shapes,
+pooling options, gradients, and the fused plain EdgeConv against the edge-tensor formula.
+
+Tolerances: float64 outputs agree to ~1e-15 relative, we require < 1e-10; float32 (epsilon 1.2e-7,
+a dozen layers with sums over a few hundred channels) to ~1e-6, we require < 1e-4. Batch-norm
+running statistics are first set from a real batch, so eval-mode outputs are not degenerate.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from priors3d import check
+from priors3d.pointcloud.models import MODELS, EdgeConv, build_model, is_equivariant
+from priors3d.so3 import random_rotation, rotate
+from priors3d.vn import knn
+
+B, N, K, CLASSES, PARTS = 2, 48, 6, 5, 7
+
+
+def settle(model: nn.Module, inputs) -> nn.Module:
+    """Running statistics of every batch norm := one training batch's statistics; then eval mode."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = 1.0
+    model.train()
+    with torch.no_grad():
+        model(*inputs)
+    return model.eval()
+
+
+def make(name, task, dtype, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    points = torch.randn(B, N, 3, generator=g, dtype=dtype)
+    inputs = (points,) if task == "cls" else (points, F.one_hot(torch.tensor([1, 3]), CLASSES).to(dtype))
+    model = build_model(name, task, CLASSES, PARTS, k=K, width_divisor=4, **kwargs).to(dtype)
+    return settle(model, inputs), inputs
+
+
+def invariance(model, inputs, n=3):
+    dims = (-1,) if len(inputs) == 1 else (-1, None)
+    return check.invariance_error(model, inputs, vector_dim=dims, n_rotations=n,
+                                  generator=torch.Generator().manual_seed(1))
+
+
+CASES = [(name, task) for name in MODELS for task in ("cls", "seg")]
+
+
+@pytest.mark.parametrize("name,task", CASES)
+def test_output_shapes(name, task):
+    model, inputs = make(name, task, torch.float32)
+    out = model(*inputs)
+    assert out.shape == ((B, CLASSES) if task == "cls" else (B, N, PARTS))
+    assert torch.isfinite(out).all()
+    # not a constant function: two different clouds give clearly different outputs
+    assert (out[0] - out[1]).norm() > 1e-3 * out.norm()
+
+
+@pytest.mark.parametrize("name,task", [c for c in CASES if is_equivariant(c[0])])
+def test_vn_models_invariant_float64(name, task):
+    model, inputs = make(name, task, torch.float64)
+    assert invariance(model, inputs) < 1e-10
+
+
+@pytest.mark.parametrize("name,task", [c for c in CASES if is_equivariant(c[0])])
+def test_vn_models_invariant_float32_same_predictions(name, task):
+    model, inputs = make(name, task, torch.float32)
+    assert invariance(model, inputs) < 1e-4
+    with torch.no_grad():
+        reference = model(*inputs).argmax(-1)
+        for rotation in random_rotation(3, torch.Generator().manual_seed(2)):
+            rotated = (rotate(inputs[0], rotation),) + inputs[1:]
+            assert torch.equal(model(*rotated).argmax(-1), reference)
+
+
+@pytest.mark.parametrize("name,task", [c for c in CASES if not is_equivariant(c[0])])
+def test_plain_models_not_invariant(name, task):
+    model, inputs = make(name, task, torch.float64)
+    assert invariance(model, inputs) > 1e-2
+
+
+@pytest.mark.parametrize("pooling", ["max", "softmax"])
+@pytest.mark.parametrize("name", ["vn_dgcnn", "vn_pointnet"])
+def test_pooling_options_invariant(name, pooling):
+    model, inputs = make(name, "cls", torch.float64, pooling=pooling)
+    assert invariance(model, inputs, n=2) < 1e-10
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_parameter_gets_a_gradient(name):
+    model, inputs = make(name, "seg", torch.float32)
+    model.train()
+    model(*inputs).square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_plain_edgeconv_matches_edge_tensor_formula():
+    torch.manual_seed(0)
+    conv = EdgeConv(5, 8, second=True).double().train()
+    x = torch.randn(2, 5, 30, dtype=torch.float64)
+    index = knn(x, 4)
+    neighbors = x.unsqueeze(-1).expand(-1, -1, -1, 4).gather(2, index.unsqueeze(1).expand(-1, 5, -1, -1))
+    center = x.unsqueeze(-1).expand_as(neighbors)
+    edges = torch.cat([neighbors - center, center], dim=1)                       # [B, 2C, N, k]
+    expected = conv.second(conv.post(torch.einsum("oc,bcnk->bonk", conv.weight, edges))).amax(-1)
+    assert torch.allclose(conv(x, index), expected, atol=1e-12)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="model must be one of"):
+        build_model("pointnet++", "cls", 3)
+    with pytest.raises(ValueError, match="num_parts"):
+        build_model("vn_dgcnn", "seg", 3)
+    with pytest.raises(ValueError, match="pooling"):
+        build_model("vn_dgcnn", "cls", 3, pooling="median")
+    model = build_model("vn_pointnet", "cls", 3, k=4, width_divisor=4)
+    with pytest.raises(ValueError, match=r"\[B, N, 3\]"):
+        model(torch.randn(2, 3, 40))
+    seg = build_model("dgcnn", "seg", 3, 5, k=4, width_divisor=4)
+    with pytest.raises(ValueError, match="one-hot"):
+        seg(torch.randn(2, 40, 3), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("task", ["cls", "seg"])
+def test_recomputed_edgeconvs_same_values_gradients_and_running_stats(task):
+    outputs = {}
+    for recompute in (False, True):
+        model, inputs = make("vn_dgcnn", task, torch.float64, recompute=recompute)
+        model.train()
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = 0.5
+        torch.manual_seed(7)
+        out = model(*inputs)
+        out.square().mean().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        stats = {n.replace(".layer", ""): b.clone() for n, b in model.named_buffers()}
+        outputs[recompute] = (out.detach(), {n.replace(".layer", ""): g for n, g in grads.items()}, stats)
+    (out0, grads0, stats0), (out1, grads1, stats1) = outputs[False], outputs[True]
+    assert torch.allclose(out0, out1, atol=1e-12)
+    assert grads0.keys() == grads1.keys() and stats0.keys() == stats1.keys()
+    for name in grads0:
+        assert torch.allclose(grads0[name], grads1[name], atol=1e-10), name
+    for name in stats0:
+        assert torch.equal(stats0[name], stats1[name]), name

@@ -1,0 +1,123 @@
+"""Metrics on hand-made predictions, and tiny end-to-end runs of train / resume / eval / protocols."""
+
+import json
+
+import pytest
+import torch
+
+from priors3d.pointcloud import metrics
+from priors3d.pointcloud.train import (
+    EvalConfig,
+    ProtocolsConfig,
+    TrainConfig,
+    evaluate_run,
+    protocol_table,
+    protocols,
+    train,
+)
+
+# two categories: 0 with parts {0, 1, 2}, 1 with parts {3, 4}
+SEG = [[0, 1, 2], [3, 4]]
+
+
+def test_classification_metrics():
+    target = torch.tensor([0, 0, 0, 0, 1, 1, 2, -1])
+    pred = torch.tensor([0, 0, 0, 1, 1, 0, 2, 2])
+    confusion = metrics.confusion_matrix(pred, target, 3)
+    assert confusion.tolist() == [[3, 1, 0], [1, 1, 0], [0, 0, 1]]      # the void item is skipped
+    result = metrics.classification_metrics(confusion)
+    assert result["oa"] == pytest.approx(5 / 7)
+    assert result["macc"] == pytest.approx((3 / 4 + 1 / 2 + 1) / 3)
+    with pytest.raises(ValueError, match="labels must lie"):
+        metrics.confusion_matrix(torch.tensor([3]), torch.tensor([0]), 3)
+
+
+def test_shape_iou_absent_part_counts_one_and_void_ignored():
+    target = torch.tensor([[0, 0, 1, 1, -1, -1]])
+    pred = torch.tensor([[0, 1, 1, 1, 2, 2]])                           # part 2 only on void points
+    iou = metrics.shape_ious(pred, target, torch.tensor([0]), SEG)
+    # part 0: 1/2, part 1: 2/3, part 2: absent from truth and (non-void) prediction -> 1
+    assert iou.item() == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    pred_missing = torch.tensor([[0, 0, 0, 0, 0, 0]])
+    iou = metrics.shape_ious(pred_missing, target, torch.tensor([0]), SEG)
+    assert iou.item() == pytest.approx((2 / 4 + 0 + 1) / 3)
+
+
+def test_restricted_prediction_only_uses_category_parts():
+    logits = torch.tensor([[[0.0, 0.0, 0.0, 9.0, 1.0]], [[5.0, 0.0, 0.0, 1.0, 2.0]]])   # [B=2, N=1, P=5]
+    pred = metrics.restricted_prediction(logits, torch.tensor([0, 1]), SEG)
+    assert pred.tolist() == [[0], [4]]
+
+
+def test_instance_and_class_miou():
+    meter = metrics.SegmentationMeter(SEG)
+    target = torch.tensor([[0, 1, 2, 2], [0, 0, 1, 1], [3, 3, 4, 4]])
+    pred = torch.tensor([[0, 1, 2, 2], [0, 0, 0, 0], [3, 3, 4, 4]])
+    meter.update(pred, target, torch.tensor([0, 0, 1]))
+    shape2 = (2 / 4 + 0 + 1) / 3
+    result = meter.compute()
+    assert result["instance_miou"] == pytest.approx((1 + shape2 + 1) / 3)
+    assert result["class_miou"] == pytest.approx(((1 + shape2) / 2 + 1) / 2)
+
+
+def test_protocol_table_layout():
+    table = protocol_table({"vn_dgcnn": {"z/z": 0.9, "z/so3": 0.88}}, ("z/z", "z/so3", "so3/so3"), "oa")
+    lines = table.splitlines()
+    assert lines[0] == "| Model (oa, %) | z/z | z/SO(3) | SO(3)/SO(3) |"
+    assert lines[2] == "| vn_dgcnn | 90.0 | 88.0 | – |"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def tiny(cache, out, **kwargs):
+    options = dict(root=cache, per_class=2, test_per_class=1, n_points=64, k=6, width_divisor=8, batch_size=6,
+                   epochs=1, seed=3, device="cpu", progress=False, out=out)
+    return TrainConfig(**(options | kwargs))
+
+
+def test_train_writes_run_and_resumes(cache, tmp_path):
+    out = tmp_path / "run"
+    first = train(tiny(cache, out, model="vn_pointnet", rotation="z/so3"))
+    for name in ("config.json", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "curves.png", "confusion.png"):
+        assert (out / name).is_file(), name
+    assert 0.0 <= first["oa"] <= 1.0 and 0.0 <= first["macc"] <= 1.0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["seed"] == 3 and saved["config"]["model"] == "vn_pointnet"
+    weights = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+
+    train(tiny(cache, out, model="vn_pointnet", rotation="z/so3", epochs=2, resume=True))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert checkpoint["epoch"] == 2
+    assert any(not torch.equal(weights[k], checkpoint["model"][k]) for k in weights)
+    assert (out / "metrics.csv").read_text().count("\n") == 3              # header + two epochs
+
+    again = evaluate_run(EvalConfig(run=out, device="cpu"))
+    assert again["oa"] == pytest.approx(records[-1]["test/oa"])
+    assert (out / "eval-so3.json").is_file()
+
+
+def test_segmentation_run_writes_pictures(cache, tmp_path):
+    out = tmp_path / "seg"
+    result = train(tiny(cache, out, model="dgcnn", task="seg", rotation="none/none"))
+    assert (out / "segmentation.png").is_file() and (out / "curves.png").is_file()
+    assert 0.0 <= result["class_miou"] <= 1.0 and 0.0 <= result["instance_miou"] <= 1.0
+
+
+def test_protocols_end_to_end(cache, tmp_path):
+    config = ProtocolsConfig(models=("pointnet",), protocols=("z/z", "z/so3"), train=tiny(cache, None),
+                             out=tmp_path / "protocols")
+    results = protocols(config)
+    assert set(results["pointnet"]) == {"z/z", "z/so3"}
+    table = (tmp_path / "protocols" / "protocols.md").read_text()
+    assert table.startswith("| Model (oa, %) | z/z | z/SO(3) |") and "| pointnet |" in table
+    assert (tmp_path / "protocols" / "pointnet-z" / "checkpoint.pt").is_file()
+
+
+def test_bad_protocol_rejected(cache, tmp_path):
+    with pytest.raises(ValueError, match="TRAIN/TEST"):
+        train(tiny(cache, tmp_path / "bad", rotation="z-so3"))
