@@ -140,7 +140,7 @@ def shape_field(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig) 
                         norm=f"{losses['norm'].item():.3f}")
         if step % 10 == 0 or step == cfg.iterations:
             run.log_metrics({"step": step, "train_time_s": train_time,
-                             **{k: float(v) for k, v in losses.items()}, "threshold": threshold})
+                             **{k: v.item() for k, v in losses.items()}, "threshold": threshold})
         if step % cfg.checkpoint_every == 0:
             save_checkpoint()
     bar.close()
