@@ -23,6 +23,11 @@ COMMANDS: dict[str, dict[str, str]] = {
         "eval": "priors3d.pointcloud.train:evaluate_run",
         "protocols": "priors3d.pointcloud.train:protocols",
     },
+    "occupancy": {
+        "train": "priors3d.pointcloud.train_occupancy:train",
+        "eval": "priors3d.pointcloud.train_occupancy:evaluate_run",
+        "protocols": "priors3d.pointcloud.train_occupancy:protocols",
+    },
     "field": {
         "generate": "priors3d.fields.scenes.generate:generate",
         "fit": "priors3d.fields.train:fit",
