@@ -60,8 +60,7 @@ def main(bench: Bench) -> None:
              f"{w}x{h} px; generating it took {scene_s:.0f} s, not counted). `FitConfig` defaults: "
              f"{cfg.batch_rays} rays per batch, {cfg.n_samples} rendered samples per ray placed by "
              f"{cfg.n_proposal} density-grid look-ups, grids {list(cfg.field.resolutions)} x {cfg.field.features} "
-             f"features, Adam lr {cfg.lr} -> {cfg.lr_final}. Machine: {machine()}. Other engineers' jobs were "
-             f"sharing the 2 cores during the run, so times are pessimistic.")
+             f"features, Adam lr {cfg.lr} -> {cfg.lr_final}. Machine: {machine()}.")
     speed = (f"{summary['time_per_iter_s'] * 1000:.0f} ms per iteration, {summary['rays_per_s']:.0f} rays/s "
              f"(training only, {summary['step']} iterations in {summary['train_time_s']:.0f} s).")
     rows = "\n".join(f"| {r['step']} | {r['train_time_s']:.0f} | {r['psnr']:.2f} |" for r in curve)

@@ -57,7 +57,7 @@ def main(config: ProtocolsConfig) -> None:
     markdown = f"""## Occupancy networks: VN-OccNet vs OccNet under rotations
 
 `PYTHONPATH=src .venv/bin/python bench/occnet_protocols.py {args}` (the same as
-`priors3d occupancy protocols {args}`), on {machine()}. Other engineers' jobs shared the two cores
+`priors3d occupancy protocols {args}`), on {machine()}
 (load average {load_before:.1f} at the start, {load_after:.1f} at the end); the whole benchmark took
 {wall / 60:.1f} min. Procedural shapes, {config.per_class} training and {config.test_per_class} test
 shapes per category (15 categories), {config.epochs} epochs of batch {config.batch_size}; inputs are

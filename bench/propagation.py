@@ -97,7 +97,7 @@ def main() -> None:
             f"fit iterations; shaping: {args.shape_iterations} iterations with {TUNED} "
             f"({shape_seconds:.0f} s), semantic pairs from per-view label maps. 'per class' is the time of the "
             f"per-class work (first order: the matrix product after the target Jacobians, computed once, are "
-            f"counted in 'time'). Machine: {machine()}; other processes were sharing the 2 cores.\n\n"
+            f"counted in 'time'). Machine: {machine()}.\n\n"
             f"`PYTHONPATH=src .venv/bin/python bench/propagation.py --out {args.out}"
             f"{' --fit-run ' + str(args.fit_run) if args.fit_run else ''} --shape-iterations {args.shape_iterations}`\n")
     print(text)

@@ -17,7 +17,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def machine() -> str:
-    """One line naming the machine a figure was measured on."""
+    """One line naming the machine a figure was measured on, with the load at that moment."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -26,8 +26,11 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    load = os.getloadavg()[0]
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}; "
+            f"load average {load:.1f} when this line was written (above ~{torch.get_num_threads()}: other "
+            f"processes shared the cores and times are pessimistic)")
 
 
 def write_section(doc: str, name: str, markdown: str) -> Path:

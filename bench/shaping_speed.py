@@ -74,7 +74,7 @@ def main() -> None:
             f"Jacobians agree to {diff:.1e} (max abs difference; required <= 1e-6: {'yes' if ok else 'NO'}). "
             f"Field: {'fitted run ' + str(args.fit_run) if args.fit_run else 'untrained room NeRF'}; "
             f"{setup.n_samples} samples + {setup.n_proposal} proposal samples per ray.\n\n"
-            f"Machine: {machine()}. Other processes were sharing the 2 cores.\n\n"
+            f"Machine: {machine()}.\n\n"
             f"`PYTHONPATH=src .venv/bin/python bench/shaping_speed.py"
             f"{' --fit-run ' + str(args.fit_run) if args.fit_run else ''} --rays {args.rays}`\n")
     print(text)

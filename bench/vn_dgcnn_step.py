@@ -112,8 +112,7 @@ def main() -> None:
         "implementation, kNN on the CPU, measured on this machine): about 43 s and 9.2 GB per step; ours must "
         "stay under 14 s and 4.6 GB.",
         "",
-        f"Machine: {machine()}; {args.threads} torch threads; load average at the end {' '.join(load)} "
-        "(other processes were sharing the cores).",
+        f"Machine: {machine()}; {args.threads} torch threads; load average at the end {' '.join(load)}.",
         "",
         *lines,
         "",
