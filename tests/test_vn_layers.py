@@ -316,3 +316,17 @@ def test_fused_batchnorm_leaky_relu_matches_composition(train):
     weight, bias = fused.bn.weight.detach().clone().requires_grad_(), fused.bn.bias.detach().clone().requires_grad_()
     f = lambda q, k, w, b: _BatchNormLeakyReLU.apply(q, k, w, b, *stats, train, 0.1, 1e-5, 0.2)  # noqa: E731
     assert torch.autograd.gradcheck(f, (q, k, weight, bias))
+
+
+@pytest.mark.parametrize("orthonormal", [False, True])
+def test_invariant_layer_mean_split_equals_concatenation(orthonormal):
+    torch.manual_seed(0)
+    layer = vn.VNInvariant(5, orthonormal=orthonormal).double()
+    x = _features(3, 5, 40, 0, torch.float64)
+    features, frame = layer(x)
+    full = torch.cat([x, x.mean(-1, keepdim=True).expand_as(x)], dim=1)
+    expected = layer.frame_mlp(full)
+    if orthonormal:
+        expected = vn.orthonormalize(expected)
+    assert torch.allclose(frame, expected, atol=1e-12)
+    assert torch.allclose(features, torch.einsum("bcxn,bkxn->bckn", full, expected), atol=1e-12)

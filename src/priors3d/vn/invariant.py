@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .layers import VNLinear, VNLinearLeakyReLU
+from .layers import VNLinear, VNLinearLeakyReLU, vn_linear
 from .layout import EPS, check_features
 
 
@@ -63,8 +63,14 @@ class VNInvariant(nn.Module):
         if self.concat_mean:
             if x.ndim < 4:
                 raise ValueError(f"VNInvariant(concat_mean=True) needs points: [B, C, 3, N, ...], got {list(x.shape)}")
-            x = torch.cat([x, x.mean(-1, keepdim=True).expand_as(x)], dim=1)
-        frame = self.frame_mlp(x)
+            mean = x.mean(-1, keepdim=True)
+            first, rest = self.frame_mlp[0], self.frame_mlp[1:]
+            weight, c = first.weight, self.channels
+            # W [V, mean V] = W₁ V + W₂ mean V: the mean's half of the product is computed once, not per point
+            frame = rest(first.activate(vn_linear(x, weight[:, :c]) + vn_linear(mean, weight[:, c:])))
+            x = torch.cat([x, mean.expand_as(x)], dim=1)
+        else:
+            frame = self.frame_mlp(x)
         if self.orthonormal:
             frame = orthonormalize(frame)
         return frame_coordinates(x, frame), frame

@@ -90,11 +90,19 @@ class VNLinearLeakyReLU(nn.Module):
         self.map_to_dir = VNLinear(in_channels, 1 if share_nonlinearity else out_channels)
         self.norm = VNBatchNorm(out_channels) if batchnorm else nn.Identity()
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_features(x, self.in_channels, type(self).__name__)
-        both = vn_linear(x, torch.cat([self.map_to_feat.weight, self.map_to_dir.weight]))
+    @property
+    def weight(self) -> Tensor:
+        """The feature and direction maps stacked: ``[out + dirs, in]``."""
+        return torch.cat([self.map_to_feat.weight, self.map_to_dir.weight])
+
+    def activate(self, both: Tensor) -> Tensor:
+        """Batch norm and VN-LeakyReLU of ``both = weight V``, ``[B, out + dirs, 3, ...]`` → ``[B, out, 3, ...]``."""
         q, k = both.split([self.out_channels, both.shape[1] - self.out_channels], dim=1)
         return bn_leaky_relu(q, k, self.norm, self.negative_slope)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_features(x, self.in_channels, type(self).__name__)
+        return self.activate(vn_linear(x, self.weight))
 
 
 def bn_leaky_relu(q: Tensor, k: Tensor, norm: nn.Module, negative_slope: float) -> Tensor:
