@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .layout import EPS
+from .layout import EPS, dot
 
 
 def _reduce_dims(x: Tensor) -> list[int]:
@@ -27,15 +27,10 @@ def _per_channel(v: Tensor, ndim: int) -> Tensor:
     return v.view(1, -1, *([1] * (ndim - 2)))
 
 
-def _dot(x: Tensor, y: Tensor) -> Tensor:
-    """``⟨x, y⟩`` over the xyz dimension: ``[B, C, 3, ...]`` → ``[B, C, ...]`` (one kernel, no temporary)."""
-    return torch.linalg.vecdot(x, y, dim=2)
-
-
 class _BatchNormLeakyReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, weight, bias, running_mean, running_var, training, momentum, bn_eps, slope):
-        n = (_dot(q, q) + EPS * EPS).sqrt()                              # [B, C, ...]
+        n = (dot(q, q) + EPS * EPS).sqrt()                              # [B, C, ...]
         dims = _reduce_dims(n)
         if training:
             mean = n.mean(dims)
@@ -50,8 +45,8 @@ class _BatchNormLeakyReLU(torch.autograd.Function):
         inv_std = torch.rsqrt(var + bn_eps)
         xhat = (n - _per_channel(mean, n.ndim)) * _per_channel(inv_std, n.ndim)
         scale = (xhat * _per_channel(weight, n.ndim) + _per_channel(bias, n.ndim)) / n
-        kk = _dot(k, k) + EPS
-        a = (_dot(q, k) * scale / kk).clamp(max=0.0)                      # ⟨p, k⟩/κ with p = scale·q
+        kk = dot(k, k) + EPS
+        a = (dot(q, k) * scale / kk).clamp(max=0.0)                      # ⟨p, k⟩/κ with p = scale·q
         out = torch.addcmul(q * scale.unsqueeze(2), ((slope - 1.0) * a).unsqueeze(2), k)
         ctx.save_for_backward(q, k, n, xhat, scale, a, kk, inv_std, weight)
         ctx.training, ctx.slope = training, slope
@@ -63,13 +58,13 @@ class _BatchNormLeakyReLU(torch.autograd.Function):
         q, k, n, xhat, scale, a, kk, inv_std, weight = ctx.saved_tensors
         c = 1.0 - ctx.slope
         # through o = p − c·a·k, where a = ⟨p, k⟩/κ on the active set (a < 0) and 0 elsewhere
-        t = torch.where(a < 0, _dot(grad, k) / kk, 0.0)                  # ⟨g, k⟩/κ on the active set
+        t = torch.where(a < 0, dot(grad, k) / kk, 0.0)                  # ⟨g, k⟩/κ on the active set
         grad_p = torch.addcmul(grad, (-c * t).unsqueeze(2), k)
         # ∂/∂k of −c·a·k = −c·(a·g + t·p − 2·a·t·k), with p = scale·q
         grad_k = grad * (-c * a).unsqueeze(2)
         grad_k.addcmul_((-c * t * scale).unsqueeze(2), q).addcmul_((2 * c * a * t).unsqueeze(2), k)
         # through p = (m/n)·q, m = γ·x̂ + β, x̂ = (n − μ)/σ, n = sqrt(‖q‖² + ε²)
-        grad_scale = _dot(grad_p, q)
+        grad_scale = dot(grad_p, q)
         grad_m = grad_scale / n
         dims = _reduce_dims(n)
         grad_weight = (grad_m * xhat).sum(dims)

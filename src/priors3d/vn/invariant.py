@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .layers import VNLinear, VNLinearLeakyReLU, vn_linear
-from .layout import EPS, check_features
+from .layout import EPS, check_features, dot
 
 
 def _unit(v: Tensor) -> Tensor:
@@ -20,7 +20,7 @@ def frame_coordinates(x: Tensor, frame: Tensor) -> Tensor:
     Returns ``[B, C, 3, ...]``: entry ``(c, i)`` is ``⟨x_c, frame_i⟩``. Three broadcast products: on
     the CPU an einsum here turns into one tiny 3×3 matrix product per point, many times slower.
     """
-    return torch.stack([(x * frame[:, i:i + 1]).sum(2) for i in range(3)], dim=2)
+    return torch.stack([dot(x, frame[:, i:i + 1]) for i in range(3)], dim=2)
 
 
 def orthonormalize(frame: Tensor) -> Tensor:

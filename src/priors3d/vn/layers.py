@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fused import vn_batchnorm_leaky_relu
-from .layout import EPS, check_features
+from .layout import EPS, check_features, dot
 from .norm import VNBatchNorm
 
 
@@ -32,8 +32,7 @@ def vn_leaky_relu(q: Tensor, k: Tensor, negative_slope: float = 0.0, eps: float 
     ``s·q + (1 − s)·relu(q)``. Both collapse to ``q − (1 − s) · min(⟨q, k⟩ / (‖k‖² + ε), 0) · k``,
     which is finite (and equals ``q``) when ``k`` is zero.
     """
-    dot = torch.linalg.vecdot(q, k, dim=2).unsqueeze(2)
-    coefficient = (dot / (torch.linalg.vecdot(k, k, dim=2).unsqueeze(2) + eps)).clamp(max=0.0)
+    coefficient = (dot(q, k) / (dot(k, k) + eps)).clamp(max=0.0).unsqueeze(2)
     return torch.addcmul(q, (negative_slope - 1.0) * coefficient, k)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .layout import EPS, check_features
+from .layout import EPS, check_features, dot
 
 
 def vector_norm(x: Tensor, eps: float = EPS) -> Tensor:
@@ -13,7 +13,7 @@ def vector_norm(x: Tensor, eps: float = EPS) -> Tensor:
 
     Smooth everywhere, so zero vectors give finite values and gradients.
     """
-    return ((x * x).sum(2) + eps * eps).sqrt()
+    return (dot(x, x) + eps * eps).sqrt()
 
 
 class VNBatchNorm(nn.Module):

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .layers import VNLinear, vn_linear
-from .layout import check_features
+from .layout import check_features, dot
 
 
 def mean_pool(x: Tensor, dim: int = -1, keepdim: bool = False) -> Tensor:
@@ -44,8 +44,8 @@ class VNMaxPool(nn.Module):
         check_features(x, self.channels, type(self).__name__)
         if x.ndim < 4:
             raise ValueError(f"VNMaxPool needs a dimension to pool: [B, C, 3, ..., N], got {list(x.shape)}")
-        dot = (x * vn_linear(x, self.map_to_dir.weight)).sum(2, keepdim=True)
-        index = dot.argmax(-1, keepdim=True).expand(*x.shape[:-1], 1)
+        projection = dot(x, vn_linear(x, self.map_to_dir.weight)).unsqueeze(2)
+        index = projection.argmax(-1, keepdim=True).expand(*x.shape[:-1], 1)
         return x.gather(-1, index).squeeze(-1)
 
 
@@ -67,8 +67,8 @@ class VNSoftMaxPool(nn.Module):
         check_features(x, self.channels, type(self).__name__)
         if x.ndim < 4:
             raise ValueError(f"VNSoftMaxPool needs a dimension to pool: [B, C, 3, ..., N], got {list(x.shape)}")
-        dot = (x * vn_linear(x, self.map_to_dir.weight)).sum(2, keepdim=True)
-        weights = torch.softmax(dot / self.temperature, dim=-1)
+        projection = dot(x, vn_linear(x, self.map_to_dir.weight)).unsqueeze(2)
+        weights = torch.softmax(projection / self.temperature, dim=-1)
         return (x * weights).sum(-1)
 
 
