@@ -120,15 +120,19 @@ def dense_clicks(labels: Tensor, view: int) -> list[Click]:
     return [Click(view, int(x), int(y), int(labels[view, y, x])) for y, x in zip(ys.tolist(), xs.tolist())]
 
 
+def click_rays(views: Views, setup: FieldSetup, clicks: list[Click]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Origins, directions ``[M, 3]`` and near/far ``[M]`` of the clicked pixels' rays."""
+    _check_clicks(clicks, views)
+    o, d, near, far = view_rays(views, setup)
+    v = torch.tensor([c.view for c in clicks])
+    i = torch.tensor([c.y * views.hw[1] + c.x for c in clicks])
+    return o[v, i], d[v, i], near[v, i], far[v, i]
+
+
 def click_jacobians(model: nn.Module, setup: FieldSetup, views: Views, clicks: list[Click],
                     names: tuple[str, ...] | None = None, channel: int | None = None) -> Tensor:
     """Jacobians ``[M, P]`` of the clicked pixels."""
-    _check_clicks(clicks, views)
-    o, d, near, far = view_rays(views, setup)
-    width = views.hw[1]
-    v = torch.tensor([c.view for c in clicks])
-    i = torch.tensor([c.y * width + c.x for c in clicks])
-    return pixel_jacobians_chunked(model, o[v, i], d[v, i], near[v, i], far[v, i], names=names, channel=channel,
+    return pixel_jacobians_chunked(model, *click_rays(views, setup, clicks), names=names, channel=channel,
                                    **sampling(model, setup))
 
 
@@ -216,14 +220,10 @@ def volume_responses(model: nn.Module, setup: FieldSetup, views: Views, point_pr
 def click_point_jacobians(model: nn.Module, setup: FieldSetup, views: Views, clicks: list[Click],
                           names: tuple[str, ...] | None = None, channel: int | None = None) -> Tensor:
     """Jacobians ``[M, P]`` of the clicked pixels' surface points (rendered depth lifted along the ray)."""
-    _check_clicks(clicks, views)
-    o, d, near, far = view_rays(views, setup)
-    width = views.hw[1]
-    v = torch.tensor([c.view for c in clicks])
-    i = torch.tensor([c.y * width + c.x for c in clicks])
+    o, d, near, far = click_rays(views, setup, clicks)
     with torch.no_grad():
-        depth = render_rays(model, o[v, i], d[v, i], near[v, i], far[v, i], **sampling(model, setup))["depth"]
-        return point_jacobians(model, o[v, i] + depth[:, None] * d[v, i], d[v, i], names, channel)
+        depth = render_rays(model, o, d, near, far, **sampling(model, setup))["depth"]
+        return point_jacobians(model, o + depth[:, None] * d, d, names, channel)
 
 
 def _check_clicks(clicks: list[Click], views: Views) -> None:
