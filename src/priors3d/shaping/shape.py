@@ -369,7 +369,7 @@ def demo_pipeline(out_dir: str | Path = "runs/shaping-demo", quick: bool = True)
 
     out_dir = Path(out_dir)
     scene = generate_room(RoomConfig(seed=0))
-    train_field(scene, FitConfig(scene=Path("room"), out=out_dir / "fit", iterations=150 if quick else 1000,
+    train_field(scene, FitConfig(scene=Path("room"), out=out_dir / "fit", iterations=500 if quick else 1000,
                                  batch_rays=1024 if quick else 2048, eval_every=10**9, picture_views=1))
     model, setup = load_field(out_dir / "fit")
     clicks = evaluation_clicks(scene)
@@ -378,7 +378,7 @@ def demo_pipeline(out_dir: str | Path = "runs/shaping-demo", quick: bool = True)
     for name in ("unshaped", "shaped"):
         if name == "shaped":
             shape_field(model, setup, scene, ShapeConfig(run=out_dir / "fit", out=out_dir / "shape",
-                                                         iterations=40 if quick else 300, **TUNED))
+                                                         iterations=300 if quick else 1000, **TUNED))
         labels = propagate_labels(model, setup, scene.train, scene.test, clicks, n_classes)["labels"]
         metrics = segmentation_metrics(labels, scene.test.semantic, n_classes)
         label_pictures(out_dir / f"labels_{name}.png", scene, labels, scene.test.semantic)
