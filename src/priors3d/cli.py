@@ -2,13 +2,15 @@
 
 Thin by design: every command is a library function taking one config dataclass; this module
 finds the function, lets tyro build the options from the dataclass, and calls it. Imports are
-lazy so that ``priors3d --help`` is instant.
+lazy so that ``priors3d --help`` is instant. Bad input (ValueError, FileNotFoundError) is reported
+as one line and exit status 2; set ``PRIORS3D_DEBUG=1`` for the traceback.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 import typing
 
@@ -80,7 +82,13 @@ def main(argv: list[str] | None = None) -> None:
         rest = [next(iter(commands))] + rest  # a group with one command needs no command name
     if not rest:
         raise SystemExit(f"priors3d {group}: missing command\n\n{_usage()}")
-    run_command(group, rest[0], rest[1:])
+    try:
+        run_command(group, rest[0], rest[1:])
+    except (ValueError, FileNotFoundError) as error:  # bad input: the message says what was expected
+        if os.environ.get("PRIORS3D_DEBUG"):
+            raise
+        print(f"priors3d {group} {rest[0]}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
