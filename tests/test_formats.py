@@ -17,7 +17,7 @@ WINDOW = CLASS_NAMES.index("window")
 def room():
     # Non-square, 90 degree field of view (the Replica convention), hard shadows: cheap to render.
     return build_room(RoomConfig(seed=1, width=28, height=20, n_views=12, fov_deg=90.0, test_every=4,
-                                 light_samples=1))
+                                 light_samples=1, overview_fov_deg=0.0))
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,8 @@ def test_blender_camera_angle_and_rgba(room, views, tmp_path):
 
 
 def test_features_are_resized_to_the_images(views, tmp_path):
-    scene = generate_room(RoomConfig(seed=1, width=16, height=12, n_views=4, test_every=2, light_samples=1))
+    scene = generate_room(RoomConfig(seed=1, width=16, height=12, n_views=4, test_every=2, light_samples=1,
+                                       overview_fov_deg=0.0))
     write_nerfstudio(scene, tmp_path)
     (tmp_path / "features").mkdir()
     for k, name in enumerate(scene.train.names + scene.test.names):
@@ -203,7 +204,8 @@ def test_bad_layouts_name_the_file(tmp_path):
 
 
 def test_written_features_load_back(tmp_path):
-    scene = generate_room(RoomConfig(seed=0, width=8, height=6, n_views=4, test_every=2, light_samples=0))
+    scene = generate_room(RoomConfig(seed=0, width=8, height=6, n_views=4, test_every=2, light_samples=0,
+                                       overview_fov_deg=0.0))
     for views in (scene.train, scene.test):
         views.features = torch.randn(len(views), 6, 8, 3, generator=torch.Generator().manual_seed(0))
     write_nerfstudio(scene, tmp_path)

@@ -7,7 +7,7 @@ from priors3d.fields.scenes import CLASS_NAMES, RoomConfig, build_room, generate
 from priors3d.fields.scenes.primitives import BOX, CYLINDER, SPHERE, Grouped, Part, Primitives, intersect, to_local
 from priors3d.fields.scenes.raycast import cast, render_views
 
-SMALL = dict(width=32, height=24, n_views=12, test_every=4, light_samples=1)
+SMALL = dict(width=32, height=24, n_views=12, test_every=4, light_samples=1, overview_fov_deg=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,8 @@ def test_seed_determines_the_scene():
     for name in ("images", "depth", "semantic", "instance", "c2w"):
         assert torch.equal(getattr(a.train, name), getattr(b.train, name))
     assert not torch.equal(a.train.images, c.train.images)
-    assert len(a.train) == 2 and len(a.test) == 2 and a.test.names == ["frame_0001", "frame_0003"]
+    # two trajectory views train, two test, and the four overview cameras always train
+    assert len(a.train) == 2 + 4 and len(a.test) == 2 and a.test.names == ["frame_0001", "frame_0003"]
 
 
 def test_room_has_many_classes_and_instances(views, room):
@@ -187,4 +188,14 @@ def test_generate_command_writes_a_loadable_folder(tmp_path):
     assert (tmp_path / "room" / "contact_sheet.png").stat().st_size > 0
     scene = load_scene(tmp_path / "room")
     expected = generate_room(cfg.room)
-    assert torch.equal(scene.test.semantic, expected.test.semantic) and len(scene.train) == 4
+    assert torch.equal(scene.test.semantic, expected.test.semantic) and len(scene.train) == 4 + 4
+    assert torch.allclose(scene.train.intrinsics, expected.train.intrinsics)  # per-frame focal lengths kept
+
+
+def test_one_overview_camera_sees_every_class():
+    """The default room has a training view holding a click for every class (one-click propagation needs it)."""
+    scene = generate_room(RoomConfig(seed=0, n_views=2, test_every=2, light_samples=0))
+    overview = scene.train.semantic[-4:]
+    present = set(scene.train.semantic[scene.train.semantic >= 0].tolist())
+    assert len(present) == len(CLASS_NAMES)
+    assert max(len(set(v[v >= 0].tolist())) for v in overview) == len(CLASS_NAMES)

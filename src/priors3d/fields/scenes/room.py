@@ -46,6 +46,9 @@ class RoomConfig:
         n_chairs: chairs to place (a table, a shelf and a lamp are always tried).
         n_boxes: boxes to place.
         n_balls: balls to place (the first one on the table).
+        overview_fov_deg: field of view of four extra training cameras, one per corner at 1.2 m looking at the
+            opposite corner, each seeing every class of the room (0 = none); they let one view hold a click
+            for every class.
         light_samples: the ceiling light is sampled on a k x k grid (1 = hard shadows, 0 = no shadows).
         ambient: fraction of the albedo lit everywhere.
     """
@@ -60,6 +63,7 @@ class RoomConfig:
     n_chairs: int = 3
     n_boxes: int = 3
     n_balls: int = 2
+    overview_fov_deg: float = 100.0
     light_samples: int = 2
     ambient: float = 0.35
 
@@ -254,6 +258,16 @@ def build_parts(cfg: RoomConfig) -> tuple[list[Part], list[str]]:
     return parts, names
 
 
+def _look_at(position: Tensor, target: Tensor) -> Tensor:
+    """Camera-to-world ``[V, 4, 4]`` (OpenGL axes, z up in the world) at ``position [V, 3]`` facing ``target [V, 3]``."""
+    forward = torch.nn.functional.normalize(target - position, dim=-1)
+    world_up = torch.tensor([0.0, 0, 1], dtype=position.dtype).expand_as(forward)
+    right = torch.nn.functional.normalize(torch.cross(forward, world_up, dim=-1), dim=-1)
+    c2w = torch.eye(4, dtype=position.dtype).repeat(position.shape[0], 1, 1)
+    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, torch.cross(right, forward, dim=-1), -forward, position
+    return c2w
+
+
 def trajectory(cfg: RoomConfig) -> tuple[Tensor, Tensor]:
     """Cameras on an ellipse around the room centre, looking across the room and down, height and yaw varying.
 
@@ -265,20 +279,29 @@ def trajectory(cfg: RoomConfig) -> tuple[Tensor, Tensor]:
     yaw = theta + math.pi + 0.4 * torch.sin(3 * theta)  # across the room, swinging left and right
     pitch = -0.28 + 0.1 * torch.sin(4 * theta + 1)
     forward = torch.stack([pitch.cos() * yaw.cos(), pitch.cos() * yaw.sin(), pitch.sin()], -1)
-    right = torch.nn.functional.normalize(torch.cross(forward, torch.tensor([0.0, 0, 1]).double().expand_as(forward),
-                                                      dim=-1), dim=-1)
-    up = torch.cross(right, forward, dim=-1)
-    c2w = torch.eye(4, dtype=torch.float64).repeat(cfg.n_views, 1, 1)
-    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, up, -forward, pos
     f = 0.5 * cfg.width / math.tan(math.radians(cfg.fov_deg) / 2)
     intrinsics = torch.tensor([[f, f, cfg.width / 2, cfg.height / 2]]).repeat(cfg.n_views, 1)
-    return c2w.float(), intrinsics.float()
+    return _look_at(pos, pos + forward).float(), intrinsics.float()
+
+
+def overview_cameras(cfg: RoomConfig) -> tuple[Tensor, Tensor]:
+    """Four wide cameras, one per corner at 1.2 m, looking at the opposite side: ``c2w [4, 4, 4]``, ``[4, 4]``."""
+    X, Y = cfg.size[0] / 2, cfg.size[1] / 2
+    corners = torch.tensor([[sx, sy] for sx in (-1.0, 1.0) for sy in (-1.0, 1.0)], dtype=torch.float64)
+    position = torch.cat([corners * torch.tensor([X - 0.2, Y - 0.2], dtype=torch.float64),
+                          torch.full((4, 1), 1.2, dtype=torch.float64)], dim=1)
+    target = torch.cat([-corners * torch.tensor([X / 2, Y / 2], dtype=torch.float64),
+                        torch.full((4, 1), 1.0, dtype=torch.float64)], dim=1)
+    f = 0.5 * cfg.width / math.tan(math.radians(cfg.overview_fov_deg) / 2)
+    intrinsics = torch.tensor([[f, f, cfg.width / 2, cfg.height / 2]]).repeat(4, 1)
+    return _look_at(position, target).float(), intrinsics.float()
 
 
 def build_room(cfg: RoomConfig) -> Room:
     """Lay out the room of ``cfg.seed`` and its cameras (no rendering)."""
-    if cfg.width < 1 or cfg.height < 1 or cfg.n_views < 2 or not 0 < cfg.fov_deg < 180:
-        raise ValueError(f"need width, height >= 1, n_views >= 2 and 0 < fov_deg < 180, got {cfg}")
+    if cfg.width < 1 or cfg.height < 1 or cfg.n_views < 2 or not 0 < cfg.fov_deg < 180 or not 0 <= cfg.overview_fov_deg < 180:
+        raise ValueError(f"need width, height >= 1, n_views >= 2, 0 < fov_deg < 180 and 0 <= overview_fov_deg < 180, "
+                         f"got {cfg}")
     parts, names = build_parts(cfg)
     prims = Primitives.stack(parts)
     instance_classes = [0] * len(names)
@@ -291,6 +314,9 @@ def build_room(cfg: RoomConfig) -> Room:
                   noise_box=torch.tensor([[-X, -Y, 0.0], [X, Y, Z]]),
                   occluders=prims.select(prims.instance >= 6))  # instances 0..5: floor, ceiling, walls
     c2w, intrinsics = trajectory(cfg)
+    if cfg.overview_fov_deg > 0:
+        extra_c2w, extra_intrinsics = overview_cameras(cfg)
+        c2w, intrinsics = torch.cat([c2w, extra_c2w]), torch.cat([intrinsics, extra_intrinsics])
     aabb = torch.tensor([[-X, -Y, 0.0], [X, Y, Z]]) + torch.tensor([[-0.05], [0.05]])
     far = math.sqrt((2 * X) ** 2 + (2 * Y) ** 2 + Z**2) + 0.1
     return Room(cfg, world, c2w, intrinsics, instance_classes, names, aabb, near=0.05, far=far)
@@ -310,7 +336,8 @@ def generate_room(cfg: RoomConfig | None = None, progress: bool = False) -> Scen
     """Build and render a procedural room: train/test :class:`Scene` with RGB, depth, class and instance maps."""
     room = build_room(cfg or RoomConfig())
     views = room_views(room, progress=progress)
-    train, test = split_indices(len(views), room.config.test_every)
+    train, test = split_indices(room.config.n_views, room.config.test_every)
+    train += list(range(room.config.n_views, len(views)))  # overview cameras always train
     return Scene(train=views.subset(train), test=views.subset(test), class_names=list(CLASS_NAMES),
                  class_colors=torch.tensor(CLASS_COLORS, dtype=torch.uint8), aabb=room.aabb,
                  near=room.near, far=room.far)
