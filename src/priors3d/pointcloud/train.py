@@ -17,7 +17,6 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Literal

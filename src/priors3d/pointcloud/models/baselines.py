@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from priors3d.vn import gather_neighbors, knn
+from priors3d.vn import gather_neighbors
 
-from .heads import SegmentationHead, check_points, classifier, max_mean_pool
+from .heads import SegmentationHead, check_points, classifier, dynamic_graph, max_mean_pool
 
 
 def width(channels: int, divisor: int) -> int:
@@ -121,11 +121,7 @@ class DGCNNCls(nn.Module):
     def forward(self, points: Tensor) -> Tensor:
         check_points(points, type(self).__name__)
         x = points.transpose(1, 2)
-        features = []
-        for conv in self.edge_convs:
-            x = conv(x, knn(x, self.k))
-            features.append(x)
-        return self.head(max_mean_pool(self.conv5(torch.cat(features, dim=1))))
+        return self.head(max_mean_pool(self.conv5(dynamic_graph(x, self.edge_convs, self.k))))
 
 
 class DGCNNSeg(nn.Module):
@@ -147,9 +143,5 @@ class DGCNNSeg(nn.Module):
     def forward(self, points: Tensor, category: Tensor) -> Tensor:
         check_points(points, type(self).__name__)
         x = points.transpose(1, 2)
-        features = []
-        for conv in self.edge_convs:
-            x = conv(x, knn(x, self.k))
-            features.append(x)
-        local = torch.cat(features, dim=1)
+        local = dynamic_graph(x, self.edge_convs, self.k)
         return self.head(local, self.conv6(local).amax(-1), category)

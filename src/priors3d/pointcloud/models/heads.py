@@ -9,6 +9,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from priors3d.vn import knn
+
+
+def dynamic_graph(x: Tensor, convs: nn.ModuleList, k: int) -> Tensor:
+    """DGCNN's stack of EdgeConvs, each on the k-NN graph of its input (xyz first, then feature space).
+
+    ``x`` is ``[B, C, N]`` (plain) or ``[B, C, 3, N]`` (VN); returns every conv's output concatenated
+    along the channels, ``[B, ΣC_out, (3,) N]``.
+    """
+    features = []
+    for conv in convs:
+        x = conv(x, knn(x, k))
+        features.append(x)
+    return torch.cat(features, dim=1)
+
 
 def max_mean_pool(x: Tensor) -> Tensor:
     """Max and mean over points: ``[B, C, N]`` → ``[B, 2C]`` (DGCNN's global feature)."""

@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from priors3d.vn import VNEdgeConv, VNInvariant, VNLinearLeakyReLU, knn, make_pool, to_vn
+from priors3d.vn import VNEdgeConv, VNInvariant, VNLinearLeakyReLU, make_pool, to_vn
 from priors3d.vn.invariant import frame_coordinates
 
-from .heads import SegmentationHead, check_points, classifier, max_mean_pool
+from .heads import SegmentationHead, check_points, classifier, dynamic_graph, max_mean_pool
 
 
 def vn_width(channels: int, divisor: int) -> int:
@@ -122,11 +122,7 @@ class VNDGCNNCls(nn.Module):
     def forward(self, points: Tensor) -> Tensor:
         check_points(points, type(self).__name__)
         x = to_vn(points)
-        features = []
-        for conv in self.edge_convs:
-            x = conv(x, knn(x, self.k))
-            features.append(x)
-        x = self.conv5(torch.cat(features, dim=1))
+        x = self.conv5(dynamic_graph(x, self.edge_convs, self.k))
         invariant, _ = self.invariant(x)
         return self.head(max_mean_pool(invariant.flatten(1, 2)))
 
@@ -163,11 +159,7 @@ class VNDGCNNSeg(nn.Module):
     def forward(self, points: Tensor, category: Tensor) -> Tensor:
         check_points(points, type(self).__name__)
         x = to_vn(points)
-        features = []
-        for conv in self.edge_convs:
-            x = conv(x, knn(x, self.k))
-            features.append(x)
-        local = torch.cat(features, dim=1)
+        local = dynamic_graph(x, self.edge_convs, self.k)
         invariant, frame = self.invariant(self.conv6(local))
         global_feature = invariant.flatten(1, 2).amax(-1)
         return self.head(project_on_frame(local, frame), global_feature, category)
