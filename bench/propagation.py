@@ -88,7 +88,7 @@ def main() -> None:
         per_class = f"{r['per_class_seconds']:.3f}" if "per_class_seconds" in r else "-"
         table.append(f"| {setting} | {name} | {r['miou']:.3f} | {r['miou_clicked']:.3f} | {r['accuracy']:.3f} | "
                      f"{r['class_accuracy']:.3f} | {r['seconds']:.1f} | {per_class} |")
-    text = (f"## Label propagation on the procedural room (JacobiNeRF)\n\n" + "\n".join(table) + "\n\n"
+    text = ("## Label propagation on the procedural room (JacobiNeRF)\n\n" + "\n".join(table) + "\n\n"
             f"Room seed 0, 64x64 pixels, {len(scene.train)} train / {len(scene.test)} test views. Clicks: training "
             f"view {sparse_clicks[0].view}, one pixel per class visible there ({len(sparse_clicks)} of "
             f"{n_present} classes present in the test views; the others cannot be propagated and count as "
