@@ -4,7 +4,7 @@ Trains each model aligned and under SO(3) rotations on the procedural shapes (``
 protocols``), then writes the IoU / Chamfer-L1 table, training times and reconstruction pictures
 into the ``occnet`` section of docs/results.md. Options are those of ProtocolsConfig, e.g.
 
-    PYTHONPATH=src .venv/bin/python bench/occnet_protocols.py --epochs 2 --threads 1
+    PYTHONPATH=src .venv/bin/python bench/occnet_protocols.py --train.epochs 2 --train.threads 1
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ def main(config: ProtocolsConfig) -> None:
 `PYTHONPATH=src .venv/bin/python bench/occnet_protocols.py {args}` (the same as
 `priors3d occupancy protocols {args}`), on {machine()}
 (load average {load_before:.1f} at the start, {load_after:.1f} at the end); the whole benchmark took
-{wall / 60:.1f} min. Procedural shapes, {config.per_class} training and {config.test_per_class} test
-shapes per category (15 categories), {config.epochs} epochs of batch {config.batch_size}; inputs are
+{wall / 60:.1f} min. Procedural shapes, {config.train.per_class} training and {config.train.test_per_class} test
+shapes per category (15 categories), {config.train.epochs} epochs of batch {config.train.batch_size}; inputs are
 300 surface points with noise 0.005; IoU at probability threshold 0.2 on 8192 uniform points per
-test shape; Chamfer-L1 between 2048 samples of the marching-cubes mesh ({config.mesh_resolution}³ grid)
-and of the true surface, on {config.n_meshes} test shapes (one per category), in units of the
+test shape; Chamfer-L1 between 2048 samples of the marching-cubes mesh ({config.train.mesh_resolution}³ grid)
+and of the true surface, on {config.train.n_meshes} test shapes (one per category), in units of the
 shapes' radius (1). Training rotations / test rotations; rotations turn the input cloud and the
 query points together; the test rotations are the same for both models.
 

@@ -193,8 +193,8 @@ def test_eval_refuses_a_folder_without_a_run(tmp_path):
 
 
 def test_protocols_fill_the_three_rows(tmp_path):
-    table = protocols(ProtocolsConfig(out=tmp_path / "p", models=("plain",), epochs=1, batch_size=8, per_class=1,
-                                      test_per_class=1, n_meshes=1, mesh_resolution=12,
-                                      data_root=tmp_path / "cache", progress=False))
+    shared = TrainConfig(epochs=1, batch_size=8, per_class=1, test_per_class=1, n_meshes=1, mesh_resolution=12,
+                         data_root=tmp_path / "cache", progress=False)
+    table = protocols(ProtocolsConfig(out=tmp_path / "p", models=("plain",), train=shared))
     assert set(table) == {"plain none/none", "plain none/so3", "plain so3/so3"}
     assert (tmp_path / "p" / "protocols.json").is_file()

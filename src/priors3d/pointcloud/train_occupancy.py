@@ -102,16 +102,8 @@ class ProtocolsConfig:
 
     out: Path = Path("runs/occnet_protocols")
     models: tuple[Literal["vn", "plain"], ...] = ("vn", "plain")
-    epochs: int = 3
-    batch_size: int = 16
-    per_class: int = 100
-    test_per_class: int = 10
-    n_meshes: int = 15
-    mesh_resolution: int = 40
-    data_root: Path | None = None
-    seed: int = 0
-    threads: int | None = None
-    progress: bool = True
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    """Options shared by every run (out, model and rotations are set per run)."""
 
 
 # --- pieces ----------------------------------------------------------------------------------------
@@ -301,12 +293,9 @@ def protocols(config: ProtocolsConfig) -> dict:
     for model in config.models:
         for train_rotation in ("none", "so3"):
             tests = tuple(test for train, test in PROTOCOL_ROWS if train == train_rotation)
-            summary = train(TrainConfig(
-                out=config.out / f"{model}_{train_rotation}", model=model, train_rotation=train_rotation,
-                test_rotations=tests, epochs=config.epochs, batch_size=config.batch_size, per_class=config.per_class,
-                test_per_class=config.test_per_class, n_meshes=config.n_meshes,
-                mesh_resolution=config.mesh_resolution, data_root=config.data_root, seed=config.seed,
-                threads=config.threads, progress=config.progress))
+            summary = train(dataclasses.replace(
+                config.train, out=config.out / f"{model}_{train_rotation}", model=model,
+                train_rotation=train_rotation, test_rotations=tests))
             for test in tests:
                 table[f"{model} {train_rotation}/{test}"] = {
                     "iou": summary["test"][test]["iou"], "chamfer_l1": summary["test"][test]["chamfer_l1"],
