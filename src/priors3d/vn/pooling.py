@@ -28,28 +28,35 @@ def mean_pool(x: Tensor, dim: int = -1, keepdim: bool = False) -> Tensor:
     return x.mean(dim, keepdim=keepdim)
 
 
-class VNMaxPool(nn.Module):
-    """Per channel, pick the vector with the largest projection on ``k = U V``.
-
-    ``[B, C, 3, ..., N]`` → ``[B, C, 3, ...]`` (pools the last dimension). ``U`` gets no gradient
-    through the argmax; see :class:`VNSoftMaxPool`.
-    """
+class _DirectionPool(nn.Module):
+    """Shared part of the direction-based pools: the projections ``⟨v, k⟩`` on ``k = U V``."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.channels = channels
         self.map_to_dir = VNLinear(channels, channels)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def projections(self, x: Tensor) -> Tensor:
+        """``x [B, C, 3, ..., N]`` → ``⟨v, k⟩`` as ``[B, C, 1, ..., N]``, after checking the layout."""
         check_features(x, self.channels, type(self).__name__)
         if x.ndim < 4:
-            raise ValueError(f"VNMaxPool needs a dimension to pool: [B, C, 3, ..., N], got {list(x.shape)}")
-        projection = dot(x, vn_linear(x, self.map_to_dir.weight)).unsqueeze(2)
-        index = projection.argmax(-1, keepdim=True).expand(*x.shape[:-1], 1)
+            raise ValueError(f"{type(self).__name__} needs a dimension to pool: [B, C, 3, ..., N], got {list(x.shape)}")
+        return dot(x, vn_linear(x, self.map_to_dir.weight)).unsqueeze(2)
+
+
+class VNMaxPool(_DirectionPool):
+    """Per channel, pick the vector with the largest projection on ``k = U V``.
+
+    ``[B, C, 3, ..., N]`` → ``[B, C, 3, ...]`` (pools the last dimension). ``U`` gets no gradient
+    through the argmax; see :class:`VNSoftMaxPool`.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        index = self.projections(x).argmax(-1, keepdim=True).expand(*x.shape[:-1], 1)
         return x.gather(-1, index).squeeze(-1)
 
 
-class VNSoftMaxPool(nn.Module):
+class VNSoftMaxPool(_DirectionPool):
     """Softmax-weighted pooling by the projections ``⟨v, k⟩`` on ``k = U V``, temperature ``t``.
 
     ``[B, C, 3, ..., N]`` → ``[B, C, 3, ...]``: ``Σ_n softmax_n(⟨v_n, k_n⟩ / t) v_n``. Differentiable
@@ -57,18 +64,13 @@ class VNSoftMaxPool(nn.Module):
     """
 
     def __init__(self, channels: int, temperature: float = 0.1):
-        super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        self.channels, self.temperature = channels, temperature
-        self.map_to_dir = VNLinear(channels, channels)
+        super().__init__(channels)
+        self.temperature = temperature
 
     def forward(self, x: Tensor) -> Tensor:
-        check_features(x, self.channels, type(self).__name__)
-        if x.ndim < 4:
-            raise ValueError(f"VNSoftMaxPool needs a dimension to pool: [B, C, 3, ..., N], got {list(x.shape)}")
-        projection = dot(x, vn_linear(x, self.map_to_dir.weight)).unsqueeze(2)
-        weights = torch.softmax(projection / self.temperature, dim=-1)
+        weights = torch.softmax(self.projections(x) / self.temperature, dim=-1)
         return (x * weights).sum(-1)
 
 
