@@ -11,6 +11,7 @@ from priors3d.pointcloud.train import (
     ProtocolsConfig,
     TrainConfig,
     evaluate_run,
+    make_optimizer,
     protocol_table,
     protocols,
     train,
@@ -121,3 +122,17 @@ def test_protocols_end_to_end(cache, tmp_path):
 def test_bad_protocol_rejected(cache, tmp_path):
     with pytest.raises(ValueError, match="TRAIN/TEST"):
         train(tiny(cache, tmp_path / "bad", rotation="z-so3"))
+
+
+def test_learning_rate_warms_up_then_decays_to_one_hundredth():
+    config = TrainConfig(epochs=4, warmup_epochs=1.0, optimizer="sgd", lr=0.1)
+    optimizer, scheduler = make_optimizer(config, torch.nn.Linear(2, 2), steps_per_epoch=10)
+    rates = []
+    for _ in range(40):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(1e-3) and rates[10] == pytest.approx(0.1)
+    assert all(a < b for a, b in zip(rates[:10], rates[1:11]))      # linear warm-up over the first epoch
+    assert all(a > b for a, b in zip(rates[10:39], rates[11:40]))   # then cosine decay
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)   # lr / 100 after the last step

@@ -6,6 +6,7 @@ import torch
 from priors3d.shaping.losses import info_nce, jacobian_cosines, norm_penalty, shaping_loss
 from priors3d.shaping.metrics import segmentation_metrics
 from priors3d.shaping.pairs import adaptive_feature_pairs, corrupt_masks, mask_pairs, positive_ratio
+from priors3d.shaping.shape import jacobian_pixels
 
 
 def test_info_nce_matches_hand_computation():
@@ -76,3 +77,17 @@ def test_segmentation_metrics_by_hand():
     assert m["accuracy"] == pytest.approx(3 / 5)
     assert m["class_accuracy"] == pytest.approx((0.5 + 0.5 + 1) / 3)
     assert m["classes"] == [0, 1, 2]
+
+
+def test_balanced_jacobian_pixels_draw_every_mask_equally_and_never_void():
+    ids = torch.cat([torch.zeros(900, dtype=torch.long), torch.ones(90, dtype=torch.long),
+                     torch.full((10,), 2), torch.full((24,), -1)])
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.zeros(3)
+    for _ in range(200):
+        pix = jacobian_pixels(ids, len(ids), 12, True, generator)
+        assert len(pix.unique()) == 12 and bool((ids[pix] >= 0).all())
+        counts += torch.bincount(ids[pix], minlength=3)
+    assert torch.allclose(counts / counts.sum(), torch.full((3,), 1 / 3), atol=0.05)  # uniform would give 0.88
+    uniform = jacobian_pixels(ids, len(ids), 1024, False, generator)
+    assert sorted(uniform.tolist()) == list(range(len(ids)))

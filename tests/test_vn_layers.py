@@ -291,12 +291,13 @@ def test_wrong_layout_raises_with_expected_layout():
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_fused_batchnorm_leaky_relu_matches_composition(train):
+@pytest.mark.parametrize("directions", [4, 1])
+def test_fused_batchnorm_leaky_relu_matches_composition(train, directions):
     from priors3d.vn.fused import _BatchNormLeakyReLU, vn_batchnorm_leaky_relu
 
     torch.manual_seed(0)
-    q = torch.randn(3, 4, 3, 5, 2, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(3, 4, 3, 5, 2, dtype=torch.float64, requires_grad=True)
+    both = torch.randn(3, 4 + directions, 3, 5, 2, dtype=torch.float64, requires_grad=True)
+    q, k = both[:, :4], both[:, 4:]
     plain, fused = vn.VNBatchNorm(4).double(), vn.VNBatchNorm(4).double()
     with torch.no_grad():
         plain.bn.weight.uniform_(0.5, 1.5), plain.bn.bias.uniform_(-0.5, 0.5)
@@ -304,18 +305,20 @@ def test_fused_batchnorm_leaky_relu_matches_composition(train):
     fused.load_state_dict(plain.state_dict())
     plain.train(train), fused.train(train)
     expected = vn.vn_leaky_relu(plain(q), k, 0.2)
-    out = vn_batchnorm_leaky_relu(q, k, fused.bn, 0.2)
+    out = vn_batchnorm_leaky_relu(both, 4, fused.bn, 0.2)
     assert torch.allclose(out, expected, atol=1e-13)
     for name, buffer in plain.bn.named_buffers():
         assert torch.allclose(buffer.double(), getattr(fused.bn, name).double()), name
     g = torch.randn_like(out)
-    wrt = lambda m: [q, k, m.bn.weight, m.bn.bias]  # noqa: E731
+    wrt = lambda m: [both, m.bn.weight, m.bn.bias]  # noqa: E731
     for a, b in zip(torch.autograd.grad(expected, wrt(plain), g), torch.autograd.grad(out, wrt(fused), g)):
         assert torch.allclose(a, b, atol=1e-12)
     stats = (None, None) if train else (fused.bn.running_mean, fused.bn.running_var)
     weight, bias = fused.bn.weight.detach().clone().requires_grad_(), fused.bn.bias.detach().clone().requires_grad_()
-    f = lambda q, k, w, b: _BatchNormLeakyReLU.apply(q, k, w, b, *stats, train, 0.1, 1e-5, 0.2)  # noqa: E731
-    assert torch.autograd.gradcheck(f, (q, k, weight, bias))
+    f = lambda x, w, b: _BatchNormLeakyReLU.apply(x, 4, w, b, *stats, train, 0.1, 1e-5, 0.2)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (both, weight, bias))
+    with pytest.raises(ValueError, match="C = 4"):
+        vn_batchnorm_leaky_relu(torch.randn(3, 6, 3, 5, dtype=torch.float64), 4, fused.bn, 0.2)
 
 
 @pytest.mark.parametrize("orthonormal", [False, True])

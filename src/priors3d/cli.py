@@ -39,6 +39,11 @@ COMMANDS: dict[str, dict[str, str]] = {
         "select": "priors3d.shaping.shape:select_command",
         "recolor": "priors3d.shaping.shape:recolor_command",
     },
+    "splat": {
+        "fit": "priors3d.fields.splat_fit:fit",
+        "shape": "priors3d.shaping.infogs:shape",
+        "edit": "priors3d.shaping.infogs:edit",
+    },
 }
 
 

@@ -205,7 +205,8 @@ def rasterize(uv: Tensor, depth: Tensor, cov2d: Tensor, opacities: Tensor, color
 def render_gaussians(means: Tensor, covariances: Tensor, opacities: Tensor, colors: Tensor, c2w: Tensor,
                      intrinsics: Tensor, height: int, width: int, near: float = 0.01,
                      background: Tensor | None = None, lowpass: float = LOWPASS, chunk: int | None = None,
-                     cull_sigma: float | None = None, tile: int = 16, return_index: bool = False) -> dict[str, Tensor]:
+                     cull_sigma: float | None = None, tile: int = 16, return_index: bool = False,
+                     screen_offsets: Tensor | None = None) -> dict[str, Tensor]:
     """Render world-space Gaussians from one camera: project, cull, sort by depth, rasterise.
 
     Args:
@@ -216,6 +217,8 @@ def render_gaussians(means: Tensor, covariances: Tensor, opacities: Tensor, colo
         background, chunk, cull_sigma, tile: see ``rasterize``; lowpass: see ``project_gaussians``.
         return_index: also return ``index [H, W]``, the input index of the Gaussian with the largest
             blending weight at each pixel (-1 where none contributes).
+        screen_offsets: ``[G, 2]`` pixels added to the projected centres. Pass zeros that require
+            grad to read each Gaussian's view-space position gradient (what densification needs).
 
     Returns:
         dict with ``rgb [H, W, C]``, ``alpha [H, W]``, ``depth [H, W]`` and optionally ``index [H, W]``.
@@ -228,12 +231,16 @@ def render_gaussians(means: Tensor, covariances: Tensor, opacities: Tensor, colo
     if colors.ndim != 2 or colors.shape[0] != g:
         raise ValueError(f"colors must be [G, C] with G = {g}, got {list(colors.shape)}")
     _check_camera(c2w, intrinsics)
+    if screen_offsets is not None and screen_offsets.shape != (g, 2):
+        raise ValueError(f"screen_offsets must be [G, 2] = [{g}, 2], got {list(screen_offsets.shape)}")
     # Cull behind the near plane before projecting (no division by ~0 depths, even in the backward pass),
     # then sort front to back (stable, so ties keep input order).
     z = (c2w[:3, 3].to(means.dtype) - means.detach()) @ c2w[:3, 2].to(means.dtype)  # z-depth: -(Rᵀ(p - t))_z
     kept = torch.nonzero(z > near).squeeze(-1)
     order = kept[torch.argsort(z[kept], stable=True)]
     uv, depth, cov2d = project_gaussians(means[order], covariances[order], c2w, intrinsics, height, width, lowpass)
+    if screen_offsets is not None:
+        uv = uv + screen_offsets[order]
     out = rasterize(uv, depth, cov2d, opacities[order], colors[order],
                     height, width, background, chunk, cull_sigma, tile, return_index)
     if return_index and order.numel():

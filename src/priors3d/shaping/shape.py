@@ -44,6 +44,9 @@ class ShapeConfig:
     """Rays per step for the photometric loss (random pixels of all training views)."""
     jacobian_rays: int = 256
     """Pixels per step whose Jacobians enter the InfoNCE loss (all from one random training view)."""
+    balanced: bool = True
+    """Draw those pixels evenly across the view's masks (each mask equally likely, void never), so that small
+    objects are anchors as often as walls; off: uniformly over the view. Mask pairs only."""
     lr: float = 2e-3
     lam: float = 1e-2
     """Weight of the InfoNCE term (the reference code's default)."""
@@ -84,6 +87,17 @@ def _mask_source(scene: Scene, cfg: ShapeConfig, generator: torch.Generator) -> 
     return corrupt_masks(labels, cfg.merge, cfg.split, cfg.noise, generator)
 
 
+def jacobian_pixels(ids: Tensor | None, n_pix: int, count: int, balanced: bool,
+                    generator: torch.Generator) -> Tensor:
+    """``count`` distinct pixel indices of one view: uniform, or evenly across the masks ``ids [n_pix]``."""
+    if ids is None or not balanced:
+        return torch.randperm(n_pix, generator=generator)[:count]
+    valid = ids >= 0
+    sizes = torch.bincount(ids[valid])
+    weights = torch.where(valid, 1.0 / sizes[ids.clamp(min=0)].clamp(min=1), 0.0)
+    return torch.multinomial(weights, min(count, int(valid.sum())), replacement=False, generator=generator)
+
+
 def shape_field(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig) -> dict:
     """Fine-tune ``model`` in place with ``L_photo + lam * L_MI + gamma * norm``; write a run to ``cfg.out``."""
     run = RunDir(cfg.out)
@@ -120,7 +134,8 @@ def shape_field(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig) 
                           **{**kwargs, "generator": generator})
         photo = torch.mean((out["rgb"] - colours[v_all, i_all]) ** 2)
         view = int(torch.randint(n_views, (), generator=generator))
-        pix = torch.randperm(n_pix, generator=generator)[:cfg.jacobian_rays]
+        pix = jacobian_pixels(None if masks is None else masks[view].flatten(), n_pix, cfg.jacobian_rays,
+                              cfg.balanced, generator)
         jac = pixel_jacobians(model, o[view, pix], d[view, pix], near[view, pix], far[view, pix],
                               names=cfg.names, channel=cfg.channel, **kwargs)
         if masks is None:

@@ -2,8 +2,10 @@
 
 ``VNBatchNorm`` then ``vn_leaky_relu`` written with PyTorch operators keeps about a dozen full-size
 temporaries alive for the backward pass. On edge tensors ``[B, C, 3, N, k]`` that memory traffic is
-the cost, so this function saves only ``q``, ``k`` and a few ``[B, C, N, k]`` scalars and writes the
-backward pass by hand. Same mathematics (tested against the composition, and with gradcheck).
+the cost, so this function saves only its input and a few ``[B, C, N, k]`` scalars and writes the
+backward pass by hand. It takes ``q`` and ``k`` stacked along the channels, as one linear map makes
+them, and returns their gradient as one tensor, so neither the split nor its backward copies them.
+Same mathematics (tested against the composition, and with gradcheck).
 
 Forward, per channel, over every vector ``q_e`` with direction ``k_e``:
 ``n = sqrt(‖q‖² + ε²)``, ``m = γ (n − μ)/sqrt(σ² + ε_bn) + β``, ``p = (m/n) q``,
@@ -29,12 +31,12 @@ def _per_channel(v: Tensor, ndim: int) -> Tensor:
 
 class _BatchNormLeakyReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, weight, bias, running_mean, running_var, training, momentum, bn_eps, slope):
+    def forward(ctx, both, channels, weight, bias, running_mean, running_var, training, momentum, bn_eps, slope):
+        q, k = both[:, :channels], both[:, channels:]                  # [B, C, 3, ...], [B, C or 1, 3, ...]
         n = (dot(q, q) + EPS * EPS).sqrt()                              # [B, C, ...]
         dims = _reduce_dims(n)
         if training:
-            mean = n.mean(dims)
-            var = n.var(dims, unbiased=False)
+            var, mean = torch.var_mean(n, dims, correction=0)
             count = n.numel() // n.shape[1]
             if running_mean is not None:
                 with torch.no_grad():
@@ -48,21 +50,29 @@ class _BatchNormLeakyReLU(torch.autograd.Function):
         kk = dot(k, k) + EPS
         a = (dot(q, k) * scale / kk).clamp(max=0.0)                      # ⟨p, k⟩/κ with p = scale·q
         out = torch.addcmul(q * scale.unsqueeze(2), ((slope - 1.0) * a).unsqueeze(2), k)
-        ctx.save_for_backward(q, k, n, xhat, scale, a, kk, inv_std, weight)
-        ctx.training, ctx.slope = training, slope
+        ctx.save_for_backward(both, n, xhat, scale, a, kk, inv_std, weight)
+        ctx.training, ctx.slope, ctx.channels = training, slope, channels
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        q, k, n, xhat, scale, a, kk, inv_std, weight = ctx.saved_tensors
-        c = 1.0 - ctx.slope
+        both, n, xhat, scale, a, kk, inv_std, weight = ctx.saved_tensors
+        channels, c = ctx.channels, 1.0 - ctx.slope
+        q, k = both[:, :channels], both[:, channels:]
+        grad_both = torch.empty_like(both)
+        grad_p, grad_k = grad_both[:, :channels], grad_both[:, channels:]
+        shared = k.shape[1] != channels                                  # one direction for every channel
+        if shared:
+            grad_k = torch.empty_like(q)
         # through o = p − c·a·k, where a = ⟨p, k⟩/κ on the active set (a < 0) and 0 elsewhere
         t = torch.where(a < 0, dot(grad, k) / kk, 0.0)                  # ⟨g, k⟩/κ on the active set
-        grad_p = torch.addcmul(grad, (-c * t).unsqueeze(2), k)
+        torch.addcmul(grad, (-c * t).unsqueeze(2), k, out=grad_p)
         # ∂/∂k of −c·a·k = −c·(a·g + t·p − 2·a·t·k), with p = scale·q
-        grad_k = grad * (-c * a).unsqueeze(2)
+        torch.mul(grad, (-c * a).unsqueeze(2), out=grad_k)
         grad_k.addcmul_((-c * t * scale).unsqueeze(2), q).addcmul_((2 * c * a * t).unsqueeze(2), k)
+        if shared:
+            torch.sum(grad_k, dim=1, keepdim=True, out=grad_both[:, channels:])
         # through p = (m/n)·q, m = γ·x̂ + β, x̂ = (n − μ)/σ, n = sqrt(‖q‖² + ε²)
         grad_scale = dot(grad_p, q)
         grad_m = grad_scale / n
@@ -77,15 +87,21 @@ class _BatchNormLeakyReLU(torch.autograd.Function):
         else:
             grad_n = gamma_inv_std * grad_m
         grad_n = grad_n - grad_scale * scale / n
-        grad_q = grad_p.mul_(scale.unsqueeze(2)).addcmul_((grad_n / n).unsqueeze(2), q)
-        return grad_q, grad_k, grad_weight, grad_bias, None, None, None, None, None, None
+        grad_p.mul_(scale.unsqueeze(2)).addcmul_((grad_n / n).unsqueeze(2), q)  # now the gradient of q
+        return grad_both, None, grad_weight, grad_bias, None, None, None, None, None, None
 
 
-def vn_batchnorm_leaky_relu(q: Tensor, k: Tensor, bn: torch.nn.BatchNorm1d, negative_slope: float) -> Tensor:
-    """``vn_leaky_relu(VNBatchNorm(q), k)`` for ``q, k [B, C, 3, ...]`` with the statistics of ``bn``."""
+def vn_batchnorm_leaky_relu(both: Tensor, channels: int, bn: torch.nn.BatchNorm1d, negative_slope: float) -> Tensor:
+    """``vn_leaky_relu(VNBatchNorm(q), k)`` with the statistics of ``bn``.
+
+    ``both = [q, k]`` stacked along the channels: ``[B, C + D, 3, ...]`` with ``C = channels`` features and
+    ``D = C`` directions (or ``D = 1``, shared by every channel) → ``[B, C, 3, ...]``.
+    """
+    if both.shape[1] not in (channels + 1, 2 * channels):
+        raise ValueError(f"expected [B, C + 1 or 2C, 3, ...] with C = {channels}, got {list(both.shape)}")
     training = bn.training or bn.running_mean is None
     if bn.training and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
     momentum = bn.momentum if bn.momentum is not None else 0.1
-    return _BatchNormLeakyReLU.apply(q, k, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+    return _BatchNormLeakyReLU.apply(both, channels, bn.weight, bn.bias, bn.running_mean, bn.running_var,
                                      training, momentum, bn.eps, negative_slope)

@@ -96,19 +96,22 @@ class VNLinearLeakyReLU(nn.Module):
 
     def activate(self, both: Tensor) -> Tensor:
         """Batch norm and VN-LeakyReLU of ``both = weight V``, ``[B, out + dirs, 3, ...]`` → ``[B, out, 3, ...]``."""
-        q, k = both.split([self.out_channels, both.shape[1] - self.out_channels], dim=1)
-        return bn_leaky_relu(q, k, self.norm, self.negative_slope)
+        return bn_leaky_relu(both, self.out_channels, self.norm, self.negative_slope)
 
     def forward(self, x: Tensor) -> Tensor:
         check_features(x, self.in_channels, type(self).__name__)
         return self.activate(vn_linear(x, self.weight))
 
 
-def bn_leaky_relu(q: Tensor, k: Tensor, norm: nn.Module, negative_slope: float) -> Tensor:
-    """``vn_leaky_relu(norm(q), k)``, through the fused kernel when ``norm`` is a :class:`VNBatchNorm`."""
+def bn_leaky_relu(both: Tensor, channels: int, norm: nn.Module, negative_slope: float) -> Tensor:
+    """``vn_leaky_relu(norm(q), k)`` for ``both = [q, k]`` stacked along the channels (``q`` has ``channels``).
+
+    Goes through the fused kernel when ``norm`` is a :class:`VNBatchNorm`.
+    """
     if isinstance(norm, VNBatchNorm):
-        check_features(q, norm.channels, "VNBatchNorm")
-        return vn_batchnorm_leaky_relu(q, k, norm.bn, negative_slope)
+        check_features(both[:, :channels], norm.channels, "VNBatchNorm")
+        return vn_batchnorm_leaky_relu(both, channels, norm.bn, negative_slope)
+    q, k = both.split([channels, both.shape[1] - channels], dim=1)
     return vn_leaky_relu(norm(q), k, negative_slope)
 
 

@@ -1,0 +1,315 @@
+"""Fit a ``GaussianField`` to a scene's views (``priors3d splat fit``) and load it back (``load_splats``).
+
+The 3DGS recipe, cut down for small scenes on a CPU: initialise from the depth maps (or a box),
+render one random training view per step with the tiled rasteriser, L1 (+ optional L2) photometric
+loss, Adam with one learning rate per attribute (the means' decaying exponentially), and every
+``densify_every`` steps clone small / split large Gaussians whose mean view-space position gradient
+is large, and prune the nearly transparent ones.
+
+A run directory holds ``config.json``, ``metrics.jsonl`` (held-out PSNR against training time),
+``checkpoint.pt`` (Gaussians, optimiser, densification statistics, RNG state, step, render setup),
+``metrics.json`` and ``test_<view>.png`` grids ``truth | render | depth``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import tyro
+from torch import Tensor
+from tqdm import tqdm
+
+from priors3d.fields.gaussians import GaussianField, quaternion_to_matrix
+from priors3d.fields.train import depth_image, load_fit_scene, psnr, save_png, scene_aabb
+from priors3d.fields.views import Scene, Views
+from priors3d.runs import RunDir, save_json, seed_everything
+
+ATTRIBUTES = ("means", "log_scales", "quaternions", "opacity_logits", "colors")
+
+
+@dataclass
+class SplatSetup:
+    """How a fitted Gaussian field is rendered: which scene, background and rasteriser options."""
+
+    scene: str
+    background: tuple[float, float, float] | None = None
+    cull_sigma: float = 3.0
+    tile: int = 16
+
+    def options(self) -> dict:
+        """Keyword arguments of ``GaussianField.__call__`` / ``render_gaussians``."""
+        return {"background": None if self.background is None else torch.tensor(self.background),
+                "cull_sigma": self.cull_sigma, "tile": self.tile}
+
+
+@dataclass
+class SplatFitConfig:
+    """Options of ``priors3d splat fit``."""
+
+    scene: tyro.conf.Positional[Path] = Path("room")
+    """Scene folder (read with ``priors3d.fields.formats.load_scene``) or ``room`` for the procedural room."""
+    out: Path = Path("runs/splat-fit")
+    iterations: int = 1200
+    init: Literal["depth", "box"] = "depth"
+    """Gaussians from back-projected depth pixels, or uniformly random in the scene box."""
+    init_stride: int = 4
+    """Depth init: one Gaussian per ``init_stride``-th pixel (each way) ..."""
+    init_view_step: int = 2
+    """... of every ``init_view_step``-th training view."""
+    init_count: int = 6000
+    """Box init: number of Gaussians."""
+    init_opacity: float = 0.1
+    lr_means: float = 2e-3
+    """Learning rate of the means (metres), decaying exponentially to ``lr_means_final``."""
+    lr_means_final: float = 2e-4
+    lr_scales: float = 5e-3
+    lr_quaternions: float = 1e-3
+    lr_opacity: float = 5e-2
+    lr_colors: float = 1e-2
+    l2_weight: float = 0.0
+    """Loss = mean |render - truth| + l2_weight * mean (render - truth)²."""
+    densify_every: int = 100
+    densify_from: int = 100
+    densify_until: int = 900
+    densify_grad: float = 1e-5
+    """Clone/split Gaussians whose mean view-space position gradient (pixels) reaches this."""
+    dense_scale: float = 0.01
+    """Gaussians larger than this fraction of the scene box diagonal split, smaller ones clone."""
+    prune_opacity: float = 0.01
+    """Gaussians less opaque than this are pruned at each densification step."""
+    max_new_gaussians: int = 12000
+    """Densification adds no more than this many Gaussians in total (largest gradients first)."""
+    background: tuple[float, float, float] | None = None
+    """Colour behind the Gaussians (None = black; rooms are closed)."""
+    cull_sigma: float = 3.0
+    """Tiles see the Gaussians whose k-sigma box meets them (see ``splat.rasterize``)."""
+    tile: int = 16
+    seed: int = 0
+    eval_every: int = 400
+    checkpoint_every: int = 200
+    picture_views: int = 3
+    """Test views drawn as ``truth | render | depth`` grids at the end."""
+    resume: bool = False
+    """Continue from ``out/checkpoint.pt`` when it exists."""
+
+
+def field_state(field: GaussianField) -> dict[str, Tensor]:
+    """The Gaussians' tensors, detached: ``{attribute: [G, ...]}`` (enough to rebuild the field)."""
+    return {name: getattr(field, name).detach().clone() for name in ATTRIBUTES}
+
+
+def field_from_state(state: dict[str, Tensor]) -> GaussianField:
+    """Inverse of ``field_state``."""
+    missing = [name for name in ATTRIBUTES if name not in state]
+    if missing:
+        raise ValueError(f"a Gaussian field state needs {list(ATTRIBUTES)}, missing {missing}")
+    return GaussianField(*(state[name] for name in ATTRIBUTES))
+
+
+def initial_field(scene: Scene, cfg: SplatFitConfig, generator: torch.Generator) -> GaussianField:
+    """Gaussians from the training views' depth maps (``init="depth"``) or random in the scene box."""
+    if cfg.init == "depth":
+        views = scene.train.subset(list(range(0, len(scene.train), max(cfg.init_view_step, 1))))
+        return GaussianField.from_depth(views, cfg.init_stride, cfg.init_opacity)
+    if cfg.init == "box":
+        return GaussianField.from_box(scene_aabb(scene), cfg.init_count, generator, cfg.init_opacity)
+    raise ValueError(f"init must be 'depth' or 'box', got {cfg.init!r}")
+
+
+def make_optimiser(field: GaussianField, cfg: SplatFitConfig) -> torch.optim.Adam:
+    """Adam with one parameter group (and learning rate) per attribute, named like the attribute."""
+    rates = {"means": cfg.lr_means, "log_scales": cfg.lr_scales, "quaternions": cfg.lr_quaternions,
+             "opacity_logits": cfg.lr_opacity, "colors": cfg.lr_colors}
+    groups = [{"params": [getattr(field, name)], "lr": rates[name], "name": name} for name in ATTRIBUTES]
+    return torch.optim.Adam(groups, eps=1e-15)
+
+
+def means_lr(cfg: SplatFitConfig, step: int) -> float:
+    """Exponential decay of the means' learning rate from ``lr_means`` to ``lr_means_final``."""
+    progress = min(step / max(cfg.iterations, 1), 1.0)
+    return cfg.lr_means * (cfg.lr_means_final / cfg.lr_means) ** progress
+
+
+def photometric_loss(rgb: Tensor, target: Tensor, l2_weight: float = 0.0) -> Tensor:
+    """``mean |rgb - target| + l2_weight * mean (rgb - target)²`` over images ``[..., 3]``."""
+    diff = rgb - target
+    return diff.abs().mean() + l2_weight * (diff * diff).mean()
+
+
+def densify_and_prune(state: dict[str, Tensor], mean_grads: Tensor, grad_threshold: float, dense_scale: float,
+                      prune_opacity: float, budget: int, generator: torch.Generator) -> tuple[dict[str, Tensor], Tensor]:
+    """One 3DGS-style densification step on plain tensors.
+
+    Gaussians whose ``mean_grads [G]`` reach ``grad_threshold`` (at most ``budget``, largest first) are
+    cloned when their largest scale is at most ``dense_scale`` and otherwise split into two, drawn from
+    the Gaussian itself with scales divided by 1.6. Then Gaussians with opacity below ``prune_opacity``
+    go (new ones included).
+
+    Returns:
+        the new state ``{attribute: [G', ...]}`` and ``source [G']``: which old Gaussian each new one
+        came from (used to carry optimiser moments; -1 would mean none, never produced here).
+    """
+    g = state["means"].shape[0]
+    if mean_grads.shape != (g,):
+        raise ValueError(f"mean_grads must be [G] = [{g}], got {list(mean_grads.shape)}")
+    grow = torch.nonzero(mean_grads >= grad_threshold).squeeze(-1)
+    grow = grow[torch.argsort(mean_grads[grow], descending=True)][:max(budget, 0)]
+    big = state["log_scales"][grow].exp().amax(dim=-1) > dense_scale
+    clone, split = grow[~big], grow[big]
+    # Split: two samples from N(mean, Σ), scales / 1.6; the parent is dropped.
+    scales = state["log_scales"][split].exp()
+    rotations = quaternion_to_matrix(state["quaternions"][split])
+    samples = [state["means"][split] + (rotations @ (scales * torch.randn(scales.shape, generator=generator,
+                                                                           dtype=scales.dtype))[..., None])[..., 0]
+               for _ in range(2)]
+    keep = torch.ones(g, dtype=torch.bool)
+    keep[split] = False
+    kept = torch.nonzero(keep).squeeze(-1)
+    source = torch.cat([kept, clone, split, split])
+    new = {name: value[source] for name, value in state.items()}
+    n_base = kept.numel() + clone.numel()
+    new["means"] = torch.cat([new["means"][:n_base], *samples])
+    new["log_scales"] = torch.cat([new["log_scales"][:n_base], new["log_scales"][n_base:] - math.log(1.6)])
+    alive = torch.sigmoid(new["opacity_logits"]) >= prune_opacity
+    return {name: value[alive] for name, value in new.items()}, source[alive]
+
+
+def _carry_optimiser(optimiser: torch.optim.Adam, field: GaussianField, source: Tensor) -> None:
+    """Point the optimiser's groups at ``field``'s new parameters, moments indexed by ``source [G']``."""
+    for group in optimiser.param_groups:
+        old = group["params"][0]
+        new = getattr(field, group["name"])
+        state = optimiser.state.pop(old, None)
+        if state:
+            optimiser.state[new] = {key: (value[source].clone() if torch.is_tensor(value) and value.ndim > 0 else value)
+                                    for key, value in state.items()}
+        group["params"] = [new]
+
+
+@torch.no_grad()
+def render_splat_views(field: GaussianField, views: Views, setup: SplatSetup, progress: bool = False,
+                       return_index: bool = False) -> list[dict[str, Tensor]]:
+    """Render every view of ``views``: one dict per view with ``rgb [H, W, 3]``, ``alpha``, ``depth`` (and ``index``)."""
+    h, w = views.hw
+    return [field(views.c2w[v], views.intrinsics[v], h, w, return_index=return_index, **setup.options())
+            for v in tqdm(range(len(views)), desc="render", disable=not progress, leave=False)]
+
+
+def evaluate(field: GaussianField, views: Views, setup: SplatSetup) -> dict:
+    """Mean and per-view PSNR (dB) of ``field`` against ``views``."""
+    per_view = [psnr(r["rgb"].clamp(0, 1), gt) for r, gt in zip(render_splat_views(field, views, setup), views.images)]
+    return {"psnr": float(np.mean(per_view)), "psnr_per_view": per_view}
+
+
+def save_pictures(run: RunDir, field: GaussianField, views: Views, setup: SplatSetup, n: int, prefix: str = "test") -> None:
+    """``<prefix>_<view>.png``: ``truth | render | depth`` for the first ``n`` views."""
+    pictures = views.subset(list(range(min(n, len(views)))))
+    for name, gt, r in zip(pictures.names, pictures.images, render_splat_views(field, pictures, setup)):
+        grid = np.concatenate([(gt.numpy() * 255 + 0.5).astype(np.uint8),
+                               (r["rgb"].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8),
+                               depth_image(r["depth"])], axis=1)
+        save_png(run.path(f"{prefix}_{name}.png"), grid)
+
+
+def train_splats(scene: Scene, cfg: SplatFitConfig) -> dict:
+    """Fit Gaussians to ``scene.train``; evaluate on ``scene.test``; write everything to ``cfg.out``."""
+    if cfg.iterations < 0 or cfg.densify_every < 1:
+        raise ValueError(f"need iterations >= 0 and densify_every >= 1, got {cfg.iterations}, {cfg.densify_every}")
+    run = RunDir(cfg.out)
+    setup = SplatSetup(scene=str(cfg.scene), background=cfg.background, cull_sigma=cfg.cull_sigma, tile=cfg.tile)
+    generator = seed_everything(cfg.seed)
+    checkpoint = run.load_checkpoint() if cfg.resume else None
+    if checkpoint is None:
+        field = initial_field(scene, cfg, generator)
+        run.write_config(cfg, cfg.seed)
+        run.path("metrics.jsonl").unlink(missing_ok=True)
+    else:
+        field = field_from_state(checkpoint["field"])
+    optimiser = make_optimiser(field, cfg)
+    step, train_time, added = 0, 0.0, 0
+    grad_sum, grad_count = torch.zeros(len(field)), torch.zeros(len(field))
+    if checkpoint is not None:
+        optimiser.load_state_dict(checkpoint["optimiser"])
+        generator.set_state(checkpoint["generator"])
+        step, train_time, added = checkpoint["step"], checkpoint["train_time_s"], checkpoint["added"]
+        grad_sum, grad_count = checkpoint["grad_sum"], checkpoint["grad_count"]
+
+    def save_checkpoint() -> None:
+        run.save_checkpoint({"field": field_state(field), "setup": asdict(setup), "optimiser": optimiser.state_dict(),
+                             "generator": generator.get_state(), "step": step, "train_time_s": train_time,
+                             "added": added, "grad_sum": grad_sum, "grad_count": grad_count})
+
+    images = scene.train.images.float()
+    height, width = scene.train.hw
+    extent = float((scene_aabb(scene)[1] - scene_aabb(scene)[0]).norm())
+    bar = tqdm(total=cfg.iterations, initial=step, desc="splat fit", dynamic_ncols=True)
+    while step < cfg.iterations:
+        start = time.perf_counter()
+        optimiser.param_groups[0]["lr"] = means_lr(cfg, step)
+        v = int(torch.randint(len(scene.train), (), generator=generator))
+        offsets = torch.zeros(len(field), 2, requires_grad=True)
+        out = field(scene.train.c2w[v], scene.train.intrinsics[v], height, width, screen_offsets=offsets,
+                    **setup.options())
+        loss = photometric_loss(out["rgb"], images[v], cfg.l2_weight)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        step += 1
+        with torch.no_grad():
+            norms = offsets.grad.norm(dim=-1)
+            grad_sum += norms
+            grad_count += (norms > 0).float()
+            if cfg.densify_from <= step <= cfg.densify_until and step % cfg.densify_every == 0:
+                state, source = densify_and_prune(field_state(field), grad_sum / grad_count.clamp_min(1),
+                                                  cfg.densify_grad, cfg.dense_scale * extent, cfg.prune_opacity,
+                                                  cfg.max_new_gaussians - added, generator)
+                added += max(len(source) - len(field), 0)
+                field = field_from_state(state)
+                _carry_optimiser(optimiser, field, source)
+                grad_sum, grad_count = torch.zeros(len(field)), torch.zeros(len(field))
+        train_time += time.perf_counter() - start
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", gaussians=len(field))
+        if step % cfg.eval_every == 0 and step < cfg.iterations:
+            record = evaluate(field, scene.test, setup)
+            run.log_metrics({"step": step, "train_time_s": train_time, "loss": loss.item(), "psnr": record["psnr"],
+                             "gaussians": len(field)})
+            bar.write(f"step {step}: test PSNR {record['psnr']:.2f} dB, {len(field)} Gaussians, {train_time:.0f} s")
+        if step % cfg.checkpoint_every == 0:
+            save_checkpoint()
+    bar.close()
+    save_checkpoint()
+
+    result = evaluate(field, scene.test, setup)
+    run.log_metrics({"step": step, "train_time_s": train_time, "psnr": result["psnr"], "gaussians": len(field)})
+    summary = {"psnr": result["psnr"], "psnr_per_view": result["psnr_per_view"], "step": step,
+               "gaussians": len(field), "train_time_s": train_time, "time_per_iter_s": train_time / max(step, 1)}
+    save_json(run.path("metrics.json"), summary)
+    save_pictures(run, field, scene.test, setup, cfg.picture_views)
+    return summary
+
+
+def fit(cfg: SplatFitConfig) -> dict:
+    """Fit 3D Gaussians to a scene on the CPU; writes metrics, checkpoints and test-view pictures to ``--out``."""
+    summary = train_splats(load_fit_scene(cfg.scene), cfg)
+    print(f"{summary['gaussians']} Gaussians, test PSNR {summary['psnr']:.2f} dB after {summary['step']} steps "
+          f"({summary['train_time_s']:.0f} s) -> {cfg.out}")
+    return summary
+
+
+def load_splats(run_dir: str | Path) -> tuple[GaussianField, SplatSetup]:
+    """The fitted Gaussians of a ``splat fit`` run and how to render them."""
+    checkpoint = RunDir(run_dir).load_checkpoint() if Path(run_dir).is_dir() else None
+    if checkpoint is None or "field" not in checkpoint or "setup" not in checkpoint:
+        raise FileNotFoundError(f"no checkpoint.pt with Gaussians in {run_dir}; expected a run directory "
+                                f"written by 'splat fit'")
+    setup = dict(checkpoint["setup"])
+    if setup["background"] is not None:
+        setup["background"] = tuple(setup["background"])
+    return field_from_state(checkpoint["field"]), SplatSetup(**setup)
