@@ -9,8 +9,9 @@ from priors3d.fields.splat_fit import SplatFitConfig, SplatSetup, train_splats
 from priors3d.fields.views import Views
 from priors3d.shaping.decoder import (decoder_deltas, gaussian_jacobians, knn, loop_gaussian_jacobians,
                                       recall_leakage, render_decoded, solve_edit)
-from priors3d.shaping.infogs import (DecoderConfig, SplatEditConfig, SplatShapeConfig, clicked_gaussian,
-                                     dominant_labels, edit, make_decoder, parse_pixel, shape, shaping_step)
+from priors3d.shaping.infogs import (DecoderConfig, SplatEditConfig, SplatShapeConfig, clicked_gaussian, edit,
+                                     fill_from_neighbours, label_weights, load_shaped, make_decoder, object_clicks,
+                                     parse_pixel, shape, shaping_step, voted_labels)
 from priors3d.shaping.losses import jacobian_cosines
 from priors3d.shaping.propagate import Click
 
@@ -81,16 +82,79 @@ def test_shaping_separates_two_groups_and_a_move_stays_in_its_group():
     assert recall_leakage(moved, ids == 0, 0.3) == {"recall": 1.0, "leakage": 0.0}
 
 
-def test_dominant_labels_vote_per_gaussian():
-    field, ids = two_groups(n=10)
+def one_view(c2w, k, size=16):
+    return Views(images=torch.zeros(1, size, size, 3), c2w=c2w[None], intrinsics=k[None], names=["a"])
+
+
+def test_label_weights_are_the_blending_weights_summed_per_label():
+    field, _ = two_groups(n=10)
     c2w, k = camera()
-    index = field(c2w, k, 16, 16, return_index=True)["index"]
-    labels = torch.where(index >= 0, ids[index.clamp_min(0)], -1)  # a label map that agrees with the groups
-    views = Views(images=torch.zeros(1, 16, 16, 3), c2w=c2w[None], intrinsics=k[None], names=["a"])
-    votes = dominant_labels(field, views, labels[None], SplatSetup(scene="toy", cull_sigma=3.0, tile=8))
-    seen = votes >= 0
-    assert seen.any() and torch.equal(votes[seen], ids[seen])
-    assert set(index[index >= 0].unique().tolist()) == set(torch.nonzero(seen).flatten().tolist())
+    setup = SplatSetup(scene="toy", cull_sigma=None)  # exact: every Gaussian reaches every pixel
+    labels = torch.randint(-1, 3, (16, 16), generator=torch.Generator().manual_seed(0))
+    weights = label_weights(field, torch.zeros(len(field), 7), c2w, k, labels, 3, setup)
+    # Reference: with identity colours, channel i of the render is Gaussian i's weight at each pixel.
+    per_pixel = GaussianField(field.means, field.log_scales, field.quaternions, field.opacity_logits,
+                              torch.eye(len(field)))(c2w, k, 16, 16)["rgb"]  # [H, W, G]
+    reference = torch.stack([(per_pixel * (labels == c)[..., None]).sum(dim=(0, 1)) for c in range(3)], dim=1)
+    torch.testing.assert_close(weights, reference)
+
+
+def test_a_gaussian_takes_the_label_it_contributes_most_to():
+    # 0: small and opaque in front of the centre; 1: wide and opaque behind it; 2: faint, behind 1 and off
+    # centre, so it dominates no pixel (the old "dominant Gaussian" vote left it unlabelled).
+    means = torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.0, 0.0], [1.5, 0.8, -0.5]])
+    field = GaussianField.isotropic(means, torch.tensor([0.25, 1.0, 0.3]), torch.ones(3, 3))
+    with torch.no_grad():
+        field.opacity_logits.copy_(torch.tensor([4.0, 4.0, -1.0]))
+    c2w, k = camera()
+    v, u = torch.meshgrid(torch.arange(16) + 0.5, torch.arange(16) + 0.5, indexing="ij")
+    labels = torch.where((u - 8) ** 2 + (v - 8) ** 2 < 3.5**2, 0, 1)  # a disc around the centre: mask 0
+    labels[0, 0] = -1  # void pixels count nowhere
+    setup = SplatSetup(scene="toy", tile=8)
+    assert 2 not in field(c2w, k, 16, 16, return_index=True)["index"]
+    assert voted_labels(field, one_view(c2w, k), labels[None], setup).tolist() == [0, 1, 1]
+    swapped = torch.where(labels >= 0, 1 - labels, -1)
+    assert voted_labels(field, one_view(c2w, k), swapped[None], setup).tolist() == [1, 0, 0]
+    assert voted_labels(field, one_view(c2w, k), torch.full((1, 16, 16), -1), setup).tolist() == [-1, -1, -1]
+
+
+def test_unlabelled_gaussians_inherit_from_their_neighbours():
+    field, groups = two_groups(n=20)
+    ids = groups.clone()
+    hidden = torch.tensor([0, 5, 25, 33])
+    ids[hidden] = -1
+    filled = fill_from_neighbours(field.means, ids, k=5)
+    assert torch.equal(filled, groups)
+    assert torch.equal(fill_from_neighbours(field.means, torch.full((40,), -1), k=5), torch.full((40,), -1))
+
+
+def test_a_click_picks_the_clicked_objects_gaussian():
+    # A large faint Gaussian of object 1 in front, a small opaque one of object 0 behind it: the front one
+    # has the larger weight at the centre pixel, but object 0 is what the pixel shows.
+    means = torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.0, 0.0], [0.02, 0.0, 0.0]])
+    field = GaussianField.isotropic(means, torch.tensor([0.8, 0.05, 0.05]), torch.ones(3, 3))
+    with torch.no_grad():
+        field.opacity_logits.copy_(torch.tensor([-0.5, 4.0, 4.0]))
+    c2w, k = camera()
+    views, setup, deltas = one_view(c2w, k), SplatSetup(scene="toy", tile=8), torch.zeros(3, 7)
+    centre = Click(0, 8, 8, 0)
+    assert clicked_gaussian(field, deltas, views, setup, centre) == 0  # the dominant Gaussian
+    ids = torch.tensor([1, 0, 0])
+    assert clicked_gaussian(field, deltas, views, setup, centre, ids) == 1  # what the labelled Gaussians render
+    assert clicked_gaussian(field, deltas, views, setup, Click(0, 1, 1, 0), ids) == 0  # only 0 reaches the corner
+    masks = torch.zeros(1, 16, 16, dtype=torch.long)
+    assert clicked_gaussian(field, deltas, views, setup, centre, ids, masks) == 1  # the clicked pixel's mask
+    assert clicked_gaussian(field, deltas, views, setup, centre, ids, masks + 1) == 0
+
+
+def test_object_clicks_pick_the_deepest_interior_pixel():
+    instance = torch.full((2, 12, 12), -1, dtype=torch.long)
+    instance[0, 2:7, 2:7] = 0  # 5x5 square: centre (4, 4)
+    instance[1, 1:10, 1:10] = 0  # 9x9 square in view 1: larger, wins unless view 1 is excluded
+    instance[1, 0:3, 10:12] = 1
+    clicks = object_clicks(instance)
+    assert clicks[0] == Click(1, 5, 5, 0) and clicks[1].view == 1 and clicks[1].label == 1
+    assert object_clicks(instance, [0]) == [Click(0, 4, 4, 0)]
 
 
 def test_shape_and_edit_commands_write_pictures(tmp_path):
@@ -109,6 +173,8 @@ def test_shape_and_edit_commands_write_pictures(tmp_path):
         for op in ("move", "recolor", "remove"):
             result = edit(SplatEditConfig(run=tmp_path / "shape", click="0/8/8", op=op, views=2))
             assert Path(result["picture"]).exists() and result["affected_gaussians"] >= 1
+        run = load_shaped(tmp_path / "shape")
+        assert run.ids is not None and run.ids.shape == (len(run.field),) and bool((run.ids >= 0).all())
         with pytest.raises(ValueError, match="outside"):
             edit(SplatEditConfig(run=tmp_path / "shape", click="0/16/3"))
     finally:
@@ -118,8 +184,7 @@ def test_shape_and_edit_commands_write_pictures(tmp_path):
 def test_bad_clicks_are_rejected():
     field = GaussianField.isotropic(torch.zeros(1, 3), torch.full((1,), 0.05), torch.ones(1, 3))
     c2w, k = camera()
-    views = Views(images=torch.zeros(1, 16, 16, 3), c2w=c2w[None], intrinsics=k[None], names=["a"])
-    setup = SplatSetup(scene="toy", tile=8)
+    views, setup = one_view(c2w, k), SplatSetup(scene="toy", tile=8)
     deltas = torch.zeros(1, 7)
     assert clicked_gaussian(field, deltas, views, setup, Click(0, 8, 8, 0)) == 0
     with pytest.raises(ValueError, match="no Gaussian covers"):

@@ -373,3 +373,16 @@ def test_augment_is_reproducible_and_checks_its_input(batch):
     assert torch.equal(a["label"], batch["label"])
     with pytest.raises(ValueError, match=r"\[B, N, 3\]"):
         T.jitter({"points": torch.zeros(5, 3)})
+
+
+def test_augmentations_other_than_rotation_do_not_depend_on_the_protocol():
+    points = torch.randn(4, 64, 3, dtype=torch.float64)
+    distances = {}
+    for protocol in ("none", "z", "so3"):
+        config = T.AugmentConfig(rotation=protocol, jitter_sigma=0.0, shift=0.1, dropout=0.2)
+        out = T.augment({"points": points.clone()}, config, torch.Generator().manual_seed(3))["points"]
+        distances[protocol] = torch.cdist(out, out)  # rotation-invariant; scale, shift, dropout and order are not
+    assert not torch.allclose(distances["none"], torch.cdist(points, points))
+    for protocol in ("z", "so3"):
+        # rotations are drawn in float32: distances agree to float32 rounding, not to float64's
+        assert torch.allclose(distances[protocol], distances["none"], atol=1e-5)

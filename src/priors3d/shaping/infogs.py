@@ -1,8 +1,9 @@
 """InfoGaussian commands: ``priors3d splat shape`` (shape a decoder over fitted Gaussians) and
 ``priors3d splat edit`` (click a pixel; move, recolour or remove the object under it).
 
-``shape`` labels every Gaussian with the mask id of the pixels it dominates (majority vote over the
-rasteriser's index maps of the training views), then fine-tunes a ``GaussianDecoder`` with
+``shape`` labels every Gaussian with the mask id of the pixels it contributes most to (its blending
+weights summed per label over the training views; Gaussians that reach no labelled pixel take the
+majority id of their nearest labelled neighbours in 3D), then fine-tunes a ``GaussianDecoder`` with
 InfoNCE on the cosines of a random ~7 % of the Gaussians' Jacobians, a 3D-neighbour smoothness term,
 a Jacobian-norm penalty and the photometric loss of the decoded field. A shape run directory holds
 ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (decoder, labels, the fit run it came from) and
@@ -18,18 +19,20 @@ from typing import Callable, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import tyro
 from scipy import ndimage
 from torch import Tensor
 from tqdm import tqdm
 
 from priors3d.fields.gaussians import GaussianField
+from priors3d.fields.splat import render_gaussians
 from priors3d.fields.splat_fit import SplatSetup, load_splats, photometric_loss
 from priors3d.fields.train import load_fit_scene, psnr, save_png, scene_aabb
 from priors3d.fields.views import Scene, Views
 from priors3d.runs import RunDir, save_json, seed_everything
-from priors3d.shaping.decoder import (OUTPUTS, GaussianDecoder, decoder_deltas, knn, recall_leakage,
-                                      render_decoded, shaping_terms, solve_edit)
+from priors3d.shaping.decoder import (OUTPUTS, GaussianDecoder, decoded_attributes, decoder_deltas, knn,
+                                      recall_leakage, render_decoded, shaping_terms, solve_edit)
 from priors3d.shaping.edit import edit_picture
 from priors3d.shaping.propagate import Click
 
@@ -97,8 +100,45 @@ class SplatEditConfig:
     """Where the PNG and metrics go (default ``<run>/edit-<op>``)."""
 
 
-def dominant_labels(field: GaussianField, views: Views, labels: Tensor, setup: SplatSetup) -> Tensor:
-    """``[G]`` mask id of each Gaussian: the label it dominates most often in ``views`` (-1 if never).
+def label_weights(field: GaussianField, deltas: Tensor, c2w: Tensor, intrinsics: Tensor, labels: Tensor,
+                  n_labels: int, setup: SplatSetup) -> Tensor:
+    """``[G, n_labels]``: each Gaussian's blending weights ``alpha_i T_i`` summed over the pixels of each label.
+
+    One view (``c2w [4, 4]``, ``intrinsics [4]``) of ``field`` decoded with ``deltas [G, 7]``;
+    ``labels [H, W]`` int64 (-1 = void: counted nowhere). The rendered image is linear in the
+    colours, ``rgb_p = Σ_i w_pi c_i``, so rendering zero colours with one channel per label and
+    differentiating ``Σ_p rgb_p · onehot(label_p)`` with respect to them gives ``Σ_p w_pi [label_p = k]``
+    (the tiled rasteriser's weights, so each Gaussian counts where its 3σ box reaches).
+    """
+    height, width = labels.shape
+    decoded = decoded_attributes(field, deltas.detach())
+    colors = torch.zeros(len(field), n_labels, requires_grad=True)
+    out = render_gaussians(decoded["means"].detach(), field.covariances().detach(),
+                           torch.sigmoid(decoded["opacity_logits"]).detach(), colors, c2w, intrinsics, height, width,
+                           **{**setup.options(), "background": None})
+    onehot = F.one_hot(labels.clamp_min(0), n_labels).float() * (labels >= 0)[..., None]
+    (weights,) = torch.autograd.grad((out["rgb"] * onehot).sum(), colors)
+    return weights
+
+
+def fill_from_neighbours(points: Tensor, ids: Tensor, k: int = 8, chunk: int = 1024) -> Tensor:
+    """``[G]`` ids where each -1 in ``ids [G]`` takes the most common id of its ``k`` nearest labelled
+    ``points [G, 3]`` (all -1 if none is labelled)."""
+    labelled = torch.nonzero(ids >= 0).squeeze(-1)
+    missing = torch.nonzero(ids < 0).squeeze(-1)
+    if labelled.numel() == 0 or missing.numel() == 0:
+        return ids.clone()
+    k = min(k, labelled.numel())
+    near = torch.cat([torch.cdist(points[part], points[labelled]).topk(k, dim=1, largest=False).indices
+                      for part in missing.split(chunk)])  # [M, k] positions in `labelled`
+    filled = ids.clone()
+    filled[missing] = ids[labelled][near].mode(dim=1).values
+    return filled
+
+
+def voted_labels(field: GaussianField, views: Views, labels: Tensor, setup: SplatSetup) -> Tensor:
+    """``[G]`` mask id of each Gaussian: the label of the pixels it contributes most to in ``views``
+    (blending weights summed per label, ``label_weights``); -1 for Gaussians that reach no labelled pixel.
 
     Args:
         labels: ``[V, H, W]`` int64 label maps of ``views`` (-1 void), with ids shared across views.
@@ -107,17 +147,10 @@ def dominant_labels(field: GaussianField, views: Views, labels: Tensor, setup: S
         raise ValueError(f"labels must be [V, H, W] = [{len(views)}, {views.hw[0]}, {views.hw[1]}], "
                          f"got {list(labels.shape)}")
     n_labels = int(labels.max()) + 1
-    if n_labels <= 0:
-        return torch.full((len(field),), -1, dtype=torch.long)
-    votes = torch.zeros(len(field) * n_labels, dtype=torch.long)
-    height, width = views.hw
-    with torch.no_grad():
-        for v in range(len(views)):
-            index = field(views.c2w[v], views.intrinsics[v], height, width, return_index=True,
-                          **setup.options())["index"]
-            valid = (index >= 0) & (labels[v] >= 0)
-            votes += torch.bincount(index[valid] * n_labels + labels[v][valid], minlength=votes.numel())
-    votes = votes.reshape(len(field), n_labels)
+    votes = torch.zeros(len(field), max(n_labels, 1))
+    deltas = torch.zeros(len(field), 7)
+    for v in tqdm(range(len(views)) if n_labels > 0 else [], desc="label Gaussians", leave=False):
+        votes += label_weights(field, deltas, views.c2w[v], views.intrinsics[v], labels[v], n_labels, setup)
     best, ids = votes.max(dim=1)
     return torch.where(best > 0, ids, torch.full_like(ids, -1))
 
@@ -173,14 +206,17 @@ def shape_splats(field: GaussianField, setup: SplatSetup, scene: Scene, cfg: Spl
     checkpoint = run.load_checkpoint() if cfg.resume else None
     step, train_time = 0, 0.0
     if checkpoint is None:
-        ids = dominant_labels(field, scene.train, labels, setup)
+        voted = voted_labels(field, scene.train, labels, setup)
+        ids = fill_from_neighbours(field.means.detach(), voted, cfg.neighbours)
+        voted_fraction = float((voted >= 0).float().mean())
         run.write_config(cfg, cfg.seed)
         run.path("metrics.jsonl").unlink(missing_ok=True)
     else:
         decoder.load_state_dict(checkpoint["decoder"])
         optimiser.load_state_dict(checkpoint["optimiser"])
         generator.set_state(checkpoint["generator"])
-        ids, step, train_time = checkpoint["ids"], checkpoint["step"], checkpoint["train_time_s"]
+        ids, voted_fraction = checkpoint["ids"], checkpoint["voted_fraction"]
+        step, train_time = checkpoint["step"], checkpoint["train_time_s"]
     neighbours = knn(field.means.detach(), cfg.neighbours)
     images = scene.train.images.float()
     height, width = scene.train.hw
@@ -193,8 +229,9 @@ def shape_splats(field: GaussianField, setup: SplatSetup, scene: Scene, cfg: Spl
         return photometric_loss(out["rgb"], images[v])
 
     def save_checkpoint() -> None:
-        run.save_checkpoint({"decoder": decoder.state_dict(), "decoder_config": asdict(cfg.decoder),
-                             "aabb": aabb, "ids": ids, "fit_run": str(cfg.run), "optimiser": optimiser.state_dict(),
+        run.save_checkpoint({"decoder": decoder.state_dict(), "decoder_config": asdict(cfg.decoder), "aabb": aabb,
+                             "ids": ids, "labels": cfg.labels, "voted_fraction": voted_fraction,
+                             "fit_run": str(cfg.run), "optimiser": optimiser.state_dict(),
                              "generator": generator.get_state(), "step": step, "train_time_s": train_time})
 
     before = decoded_psnr(field, torch.zeros(len(field), 7), scene.test, setup)
@@ -216,7 +253,7 @@ def shape_splats(field: GaussianField, setup: SplatSetup, scene: Scene, cfg: Spl
         after = decoded_psnr(field, decoder_deltas(decoder), scene.test, setup)
     summary = {"step": step, "train_time_s": train_time, "time_per_iter_s": train_time / max(step, 1),
                "psnr_before": before, "psnr_after": after, "gaussians": len(field),
-               "labelled_fraction": float((ids >= 0).float().mean())}
+               "voted_fraction": voted_fraction}
     save_json(run.path("metrics.json"), summary)
     return summary
 
@@ -230,36 +267,65 @@ def shape(cfg: SplatShapeConfig) -> dict:
     return summary
 
 
-def load_shaped(run_dir: str | Path) -> tuple[GaussianField, SplatSetup, GaussianDecoder, Scene]:
-    """Gaussians, render setup, decoder and scene of a ``splat shape`` run; a ``splat fit`` run gives a
-    fresh (unshaped) decoder."""
+@dataclass
+class ShapedRun:
+    """What ``splat edit`` needs: the fitted Gaussians, how to render them, the decoder, the scene and
+    each Gaussian's mask id ``ids [G]`` and the training views' label maps ``masks [V, H, W]`` they came
+    from (both None for a ``splat fit`` run, which has no labels)."""
+
+    field: GaussianField
+    setup: SplatSetup
+    decoder: GaussianDecoder
+    scene: Scene
+    ids: Tensor | None
+    masks: Tensor | None
+
+
+def load_shaped(run_dir: str | Path) -> ShapedRun:
+    """A ``splat shape`` run; a ``splat fit`` run gives a fresh (unshaped) decoder and no labels."""
     checkpoint = RunDir(run_dir).load_checkpoint() if Path(run_dir).is_dir() else None
     if checkpoint is not None and "decoder" in checkpoint:
         field, setup = load_splats(checkpoint["fit_run"])
         scene = load_fit_scene(setup.scene)
         decoder = make_decoder(field, checkpoint["aabb"], DecoderConfig(**checkpoint["decoder_config"]))
         decoder.load_state_dict(checkpoint["decoder"])
+        ids, masks = checkpoint["ids"], getattr(scene.train, checkpoint["labels"])
     else:
         field, setup = load_splats(run_dir)
         scene = load_fit_scene(setup.scene)
-        decoder = make_decoder(field, scene_aabb(scene), DecoderConfig())
+        decoder, ids, masks = make_decoder(field, scene_aabb(scene), DecoderConfig()), None, None
     field.requires_grad_(False)
-    return field, setup, decoder, scene
+    return ShapedRun(field, setup, decoder, scene, ids, masks)
 
 
-def clicked_gaussian(field: GaussianField, deltas: Tensor, views: Views, setup: SplatSetup, click: Click) -> int:
-    """The Gaussian that dominates the clicked pixel (of the field decoded with ``deltas``)."""
+def clicked_gaussian(field: GaussianField, deltas: Tensor, views: Views, setup: SplatSetup, click: Click,
+                     ids: Tensor | None = None, masks: Tensor | None = None) -> int:
+    """The Gaussian a click selects in the field decoded with ``deltas [G, 7]``.
+
+    Without the Gaussians' mask ids ``ids [G]``: the one with the largest blending weight at the pixel.
+    With them, the largest among the Gaussians of the clicked object: the clicked pixel's id in
+    ``masks [V, H, W]`` (the label maps of ``views`` that ``ids`` came from) when given and some
+    Gaussian of it reaches the pixel, else the id with the largest summed weight there (the label the
+    Gaussians render). So a click does not land on a Gaussian of another object that happens to
+    dominate the pixel (a large floor Gaussian under a small box, say).
+    """
     height, width = views.hw
     if not (0 <= click.view < len(views) and 0 <= click.x < width and 0 <= click.y < height):
         raise ValueError(f"click view/x/y = {click.view}/{click.x}/{click.y} is outside the {len(views)} views "
                          f"of {width}x{height} pixels")
-    with torch.no_grad():
-        index = render_decoded(field, deltas, views.c2w[click.view], views.intrinsics[click.view], height, width,
-                               return_index=True, **setup.options())["index"]
-    g = int(index[click.y, click.x])
-    if g < 0:
+    pixel = torch.full((height, width), -1, dtype=torch.long)
+    pixel[click.y, click.x] = 0
+    weights = label_weights(field, deltas, views.c2w[click.view], views.intrinsics[click.view], pixel, 1,
+                            setup)[:, 0]  # [G] blending weights at the clicked pixel
+    if not bool((weights > 0).any()):
         raise ValueError(f"no Gaussian covers pixel x={click.x}, y={click.y} of view {click.view}; click on an object")
-    return g
+    if ids is None or not bool((ids >= 0).any()):
+        return int(weights.argmax())
+    label = None if masks is None else int(masks[click.view, click.y, click.x])
+    if label is None or not bool((weights[ids == label] > 0).any()):
+        known = ids >= 0
+        label = int(torch.zeros(int(ids.max()) + 1).index_add_(0, ids[known], weights[known]).argmax())
+    return int(torch.where(ids == label, weights, torch.zeros_like(weights)).argmax())
 
 
 def edit_target(field: GaussianField, deltas: Tensor, g: int, cfg: SplatEditConfig) -> tuple[str, Tensor]:
@@ -291,10 +357,11 @@ def render_set(field: GaussianField, deltas: Tensor, views: Views, setup: SplatS
 def edit(cfg: SplatEditConfig) -> dict:
     """Click a pixel; move, recolour or remove what the shaped decoder groups with it; before/after PNGs."""
     click = parse_pixel(cfg.click)
-    field, setup, decoder, scene = load_shaped(cfg.run)
+    run = load_shaped(cfg.run)
+    field, setup, decoder, scene = run.field, run.setup, run.decoder, run.scene
     with torch.no_grad():
         deltas = decoder_deltas(decoder)
-    g = clicked_gaussian(field, deltas, scene.train, setup, click)
+    g = clicked_gaussian(field, deltas, scene.train, setup, click, run.ids, run.masks)
     output, target = edit_target(field, deltas, g, cfg)
     theta = solve_edit(decoder, g, output, target, cfg.steps)
     with torch.no_grad():
@@ -321,11 +388,12 @@ def _join(a: Views, b: Views) -> Views:
                  intrinsics=torch.cat([a.intrinsics, b.intrinsics]), names=a.names + b.names)
 
 
-def object_clicks(instance: Tensor) -> list[Click]:
-    """One click per instance id in ``instance [V, H, W]``: the pixel deepest inside it, in the view
-    where that depth is largest (label = the instance id)."""
+def object_clicks(instance: Tensor, views: list[int] | None = None) -> list[Click]:
+    """One click per instance id in ``instance [V, H, W]``: the pixel deepest inside it (farthest from
+    its outline and the image border), in the view where that depth is largest, among ``views`` (all
+    when None). Label = the instance id."""
     best: dict[int, tuple[float, Click]] = {}
-    for v in range(instance.shape[0]):
+    for v in range(instance.shape[0]) if views is None else views:
         image = instance[v].numpy()
         for k in sorted(set(np.unique(image).tolist()) - {-1}):
             depth = ndimage.distance_transform_edt(np.pad(image == k, 1))[1:-1, 1:-1]
@@ -336,18 +404,19 @@ def object_clicks(instance: Tensor) -> list[Click]:
 
 
 def move_metrics(field: GaussianField, setup: SplatSetup, decoder: GaussianDecoder, ids: Tensor, views: Views,
-                 clicks: list[Click], offset: float = 0.3) -> dict:
-    """Recall and leakage of an upward move of ``offset`` from each click (``recall_leakage``), per object
-    (the click's label) and averaged. Gaussians without a mask id count in neither."""
+                 masks: Tensor, clicks: list[Click], offset: float = 0.3) -> dict:
+    """Recall and leakage of an upward move of ``offset`` from each click (``recall_leakage`` over all
+    Gaussians, objects = ``ids [G]``), per object (the click's label) and averaged. Clicks select their
+    Gaussian with ``clicked_gaussian`` and the label maps ``masks [V, H, W]`` of ``views``."""
     with torch.no_grad():
         deltas = decoder_deltas(decoder)
     per_object = {}
     for click in tqdm(clicks, desc="edits", leave=False):
-        g = clicked_gaussian(field, deltas, views, setup, click)
+        g = clicked_gaussian(field, deltas, views, setup, click, ids, masks)
         theta = solve_edit(decoder, g, "motion", torch.tensor([0.0, 0.0, offset]))
         with torch.no_grad():
             moved = decoder_deltas(decoder, theta)[:, :3] - deltas[:, :3]
-        per_object[click.label] = {**recall_leakage(moved, ids == click.label, offset, ids >= 0),
+        per_object[click.label] = {**recall_leakage(moved, ids == click.label, offset),
                                    "clicked_gaussian_label": int(ids[g])}
     recalls = [m["recall"] for m in per_object.values() if not np.isnan(m["recall"])]
     return {"recall": float(np.mean(recalls)) if recalls else float("nan"),
