@@ -22,7 +22,7 @@ def two_groups(n=30, seed=0):
     """Two clusters of round Gaussians, 0.6 apart, labelled 0 and 1."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.tensor([[-0.3, 0.0, 0.0], [0.3, 0.0, 0.0]])
-    means = torch.cat([0.1 * torch.randn(n, 3, generator=g) + centres[0], 0.1 * torch.randn(n, 3, generator=g) + centres[1]])
+    means = torch.cat([0.1 * torch.randn(n, 3, generator=g) + centre for centre in centres])
     field = GaussianField.isotropic(means, torch.full((2 * n,), 0.05), torch.rand(2 * n, 3, generator=g))
     return field, torch.cat([torch.zeros(n), torch.ones(n)]).long()
 
@@ -79,7 +79,8 @@ def test_shaping_separates_two_groups_and_a_move_stays_in_its_group():
     with torch.no_grad():
         moved = decoder_deltas(decoder, theta)[:, :3] - decoder_deltas(decoder)[:, :3]
     torch.testing.assert_close(moved[0], offset)  # the clicked Gaussian moves exactly as asked
-    assert recall_leakage(moved, ids == 0, 0.3) == {"recall": 1.0, "leakage": 0.0}
+    spread = recall_leakage(moved, ids == 0, 0.3)
+    assert spread["recall"] == 1.0 and spread["leakage"] == 0.0 and spread["drift"] < 0.35
 
 
 def one_view(c2w, k, size=16):
@@ -170,6 +171,9 @@ def test_shape_and_edit_commands_write_pictures(tmp_path):
     try:
         summary = shape(SplatShapeConfig(run=fit_dir, out=tmp_path / "shape", iterations=3, fraction=0.5))
         assert summary["step"] == 3 and (tmp_path / "shape" / "metrics.json").exists()
+        resumed = shape(SplatShapeConfig(run=fit_dir, out=tmp_path / "shape", iterations=4, fraction=0.5,
+                                         resume=True))
+        assert resumed["step"] == 4 and resumed["voted_fraction"] == summary["voted_fraction"]
         for op in ("move", "recolor", "remove"):
             result = edit(SplatEditConfig(run=tmp_path / "shape", click="0/8/8", op=op, views=2))
             assert Path(result["picture"]).exists() and result["affected_gaussians"] >= 1

@@ -291,8 +291,8 @@ def test_wrong_layout_raises_with_expected_layout():
 
 
 @pytest.mark.parametrize("train", [True, False])
-@pytest.mark.parametrize("directions", [4, 1])
-def test_fused_batchnorm_leaky_relu_matches_composition(train, directions):
+@pytest.mark.parametrize("directions,mean_last", [(4, False), (1, False), (4, True)])
+def test_fused_batchnorm_leaky_relu_matches_composition(train, directions, mean_last):
     from priors3d.vn.fused import _BatchNormLeakyReLU, vn_batchnorm_leaky_relu
 
     torch.manual_seed(0)
@@ -305,7 +305,8 @@ def test_fused_batchnorm_leaky_relu_matches_composition(train, directions):
     fused.load_state_dict(plain.state_dict())
     plain.train(train), fused.train(train)
     expected = vn.vn_leaky_relu(plain(q), k, 0.2)
-    out = vn_batchnorm_leaky_relu(both, 4, fused.bn, 0.2)
+    expected = expected.mean(-1) if mean_last else expected
+    out = vn_batchnorm_leaky_relu(both, 4, fused.bn, 0.2, mean_last)
     assert torch.allclose(out, expected, atol=1e-13)
     for name, buffer in plain.bn.named_buffers():
         assert torch.allclose(buffer.double(), getattr(fused.bn, name).double()), name
@@ -315,7 +316,7 @@ def test_fused_batchnorm_leaky_relu_matches_composition(train, directions):
         assert torch.allclose(a, b, atol=1e-12)
     stats = (None, None) if train else (fused.bn.running_mean, fused.bn.running_var)
     weight, bias = fused.bn.weight.detach().clone().requires_grad_(), fused.bn.bias.detach().clone().requires_grad_()
-    f = lambda x, w, b: _BatchNormLeakyReLU.apply(x, 4, w, b, *stats, train, 0.1, 1e-5, 0.2)  # noqa: E731
+    f = lambda x, w, b: _BatchNormLeakyReLU.apply(x, 4, w, b, *stats, train, 0.1, 1e-5, 0.2, mean_last)  # noqa: E731
     assert torch.autograd.gradcheck(f, (both, weight, bias))
     with pytest.raises(ValueError, match="C = 4"):
         vn_batchnorm_leaky_relu(torch.randn(3, 6, 3, 5, dtype=torch.float64), 4, fused.bn, 0.2)

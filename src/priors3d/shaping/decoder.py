@@ -241,11 +241,15 @@ def recall_leakage(displacement: Tensor, members: Tensor, offset: float) -> dict
     """How an edit spread: ``displacement [G, 3]`` of every Gaussian after a requested move of length ``offset``.
 
     ``recall``: fraction of the object's Gaussians (``members [G]`` bool) that moved more than ``offset / 2``;
-    ``leakage``: the same fraction among all the other Gaussians.
+    ``leakage``: the same fraction among all the other Gaussians; ``drift``: their mean displacement as a
+    fraction of ``offset`` (what leakage's threshold does not see).
     """
     if displacement.shape != (members.shape[0], 3) or members.dtype != torch.bool:
         raise ValueError(f"displacement must be [G, 3] and members [G] bool, got {list(displacement.shape)} "
                          f"and {list(members.shape)} {members.dtype}")
-    moved = displacement.norm(dim=-1) > 0.5 * offset
+    length = displacement.norm(dim=-1)
+    moved = length > 0.5 * offset
+    others = ~members
     return {"recall": float(moved[members].float().mean()) if bool(members.any()) else float("nan"),
-            "leakage": float(moved[~members].float().mean()) if bool((~members).any()) else 0.0}
+            "leakage": float(moved[others].float().mean()) if bool(others.any()) else 0.0,
+            "drift": float(length[others].mean() / offset) if bool(others.any()) else 0.0}

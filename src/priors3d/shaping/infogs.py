@@ -420,4 +420,5 @@ def move_metrics(field: GaussianField, setup: SplatSetup, decoder: GaussianDecod
                                    "clicked_gaussian_label": int(ids[g])}
     recalls = [m["recall"] for m in per_object.values() if not np.isnan(m["recall"])]
     return {"recall": float(np.mean(recalls)) if recalls else float("nan"),
-            "leakage": float(np.mean([m["leakage"] for m in per_object.values()])), "per_object": per_object}
+            "leakage": float(np.mean([m["leakage"] for m in per_object.values()])),
+            "drift": float(np.mean([m["drift"] for m in per_object.values()])), "per_object": per_object}

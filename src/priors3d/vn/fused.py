@@ -2,7 +2,7 @@
 
 ``VNBatchNorm`` then ``vn_leaky_relu`` written with PyTorch operators keeps about a dozen full-size
 temporaries alive for the backward pass. On edge tensors ``[B, C, 3, N, k]`` that memory traffic is
-the cost, so this function saves only its input and a few ``[B, C, N, k]`` scalars and writes the
+the cost, so this function saves only its input and three ``[B, C, N, k]`` scalars and writes the
 backward pass by hand. It takes ``q`` and ``k`` stacked along the channels, as one linear map makes
 them, and returns their gradient as one tensor, so neither the split nor its backward copies them.
 Same mathematics (tested against the composition, and with gradcheck).
@@ -31,7 +31,8 @@ def _per_channel(v: Tensor, ndim: int) -> Tensor:
 
 class _BatchNormLeakyReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, both, channels, weight, bias, running_mean, running_var, training, momentum, bn_eps, slope):
+    def forward(ctx, both, channels, weight, bias, running_mean, running_var, training, momentum, bn_eps, slope,
+                mean_last):
         q, k = both[:, :channels], both[:, channels:]                  # [B, C, 3, ...], [B, C or 1, 3, ...]
         n = (dot(q, q) + EPS * EPS).sqrt()                              # [B, C, ...]
         dims = _reduce_dims(n)
@@ -49,16 +50,20 @@ class _BatchNormLeakyReLU(torch.autograd.Function):
         scale = (xhat * _per_channel(weight, n.ndim) + _per_channel(bias, n.ndim)) / n
         kk = dot(k, k) + EPS
         a = (dot(q, k) * scale / kk).clamp(max=0.0)                      # ⟨p, k⟩/κ with p = scale·q
-        out = torch.addcmul(q * scale.unsqueeze(2), ((slope - 1.0) * a).unsqueeze(2), k)
-        ctx.save_for_backward(both, n, xhat, scale, a, kk, inv_std, weight)
-        ctx.training, ctx.slope, ctx.channels = training, slope, channels
-        return out
+        out = (q * scale.unsqueeze(2)).addcmul_(((slope - 1.0) * a).unsqueeze(2), k)
+        ctx.save_for_backward(both, n, a, kk, mean, inv_std, weight, bias)  # x̂ and scale are recomputed from n
+        ctx.training, ctx.slope, ctx.channels, ctx.mean_last = training, slope, channels, mean_last
+        return out.mean(-1) if mean_last else out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        both, n, xhat, scale, a, kk, inv_std, weight = ctx.saved_tensors
+        both, n, a, kk, mean, inv_std, weight, bias = ctx.saved_tensors
         channels, c = ctx.channels, 1.0 - ctx.slope
+        if ctx.mean_last:  # the mean's gradient, broadcast along the last axis without being copied
+            grad = (grad / both.shape[-1]).unsqueeze(-1).expand(*grad.shape, both.shape[-1])
+        xhat = (n - _per_channel(mean, n.ndim)) * _per_channel(inv_std, n.ndim)
+        scale = (xhat * _per_channel(weight, n.ndim) + _per_channel(bias, n.ndim)) / n
         q, k = both[:, :channels], both[:, channels:]
         grad_both = torch.empty_like(both)
         grad_p, grad_k = grad_both[:, :channels], grad_both[:, channels:]
@@ -88,14 +93,17 @@ class _BatchNormLeakyReLU(torch.autograd.Function):
             grad_n = gamma_inv_std * grad_m
         grad_n = grad_n - grad_scale * scale / n
         grad_p.mul_(scale.unsqueeze(2)).addcmul_((grad_n / n).unsqueeze(2), q)  # now the gradient of q
-        return grad_both, None, grad_weight, grad_bias, None, None, None, None, None, None
+        return grad_both, None, grad_weight, grad_bias, None, None, None, None, None, None, None
 
 
-def vn_batchnorm_leaky_relu(both: Tensor, channels: int, bn: torch.nn.BatchNorm1d, negative_slope: float) -> Tensor:
+def vn_batchnorm_leaky_relu(both: Tensor, channels: int, bn: torch.nn.BatchNorm1d, negative_slope: float,
+                            mean_last: bool = False) -> Tensor:
     """``vn_leaky_relu(VNBatchNorm(q), k)`` with the statistics of ``bn``.
 
     ``both = [q, k]`` stacked along the channels: ``[B, C + D, 3, ...]`` with ``C = channels`` features and
-    ``D = C`` directions (or ``D = 1``, shared by every channel) → ``[B, C, 3, ...]``.
+    ``D = C`` directions (or ``D = 1``, shared by every channel) → ``[B, C, 3, ...]``. ``mean_last`` also
+    averages over the last axis (EdgeConv's mean over neighbours), whose backward then needs no
+    full-size gradient tensor.
     """
     if both.shape[1] not in (channels + 1, 2 * channels):
         raise ValueError(f"expected [B, C + 1 or 2C, 3, ...] with C = {channels}, got {list(both.shape)}")
@@ -104,4 +112,4 @@ def vn_batchnorm_leaky_relu(both: Tensor, channels: int, bn: torch.nn.BatchNorm1
         bn.num_batches_tracked.add_(1)
     momentum = bn.momentum if bn.momentum is not None else 0.1
     return _BatchNormLeakyReLU.apply(both, channels, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                                     training, momentum, bn.eps, negative_slope)
+                                     training, momentum, bn.eps, negative_slope, mean_last)

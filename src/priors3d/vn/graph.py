@@ -67,7 +67,8 @@ class VNEdgeConv(nn.Module):
     direction) run on the points before the neighbours are gathered:
     ``W [x_j − x_i, x_i] = W₁ x_j + (W₂ − W₁) x_i``, so the ``[B, 2C, 3, N, k]`` edge tensor is never built.
     With ``cross`` the edge feature gains ``x_j × x_i`` (VN-PointNet's and VN-DGCNN's first layer).
-    ``pool`` is ``"mean"`` or a module mapping ``[B, O, 3, N, k]`` → ``[B, O, 3, N]``.
+    ``pool`` is None (the mean over neighbours, fused with the activation) or a module mapping
+    ``[B, O, 3, N, k]`` → ``[B, O, 3, N]``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, negative_slope: float = 0.2,
@@ -93,5 +94,6 @@ class VNEdgeConv(nn.Module):
             neighbors = gather_neighbors(x, index)
             crossed = torch.linalg.cross(neighbors, x.unsqueeze(-1).expand_as(neighbors), dim=2)
             edges = edges + vn_linear(crossed, self.weight[:, 2 * c:])
-        out = bn_leaky_relu(edges, self.out_channels, self.norm, self.negative_slope)
-        return out.mean(-1) if self.pool is None else self.pool(out)
+        if self.pool is None:
+            return bn_leaky_relu(edges, self.out_channels, self.norm, self.negative_slope, mean_last=True)
+        return self.pool(bn_leaky_relu(edges, self.out_channels, self.norm, self.negative_slope))

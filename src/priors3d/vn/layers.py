@@ -103,16 +103,19 @@ class VNLinearLeakyReLU(nn.Module):
         return self.activate(vn_linear(x, self.weight))
 
 
-def bn_leaky_relu(both: Tensor, channels: int, norm: nn.Module, negative_slope: float) -> Tensor:
+def bn_leaky_relu(both: Tensor, channels: int, norm: nn.Module, negative_slope: float,
+                  mean_last: bool = False) -> Tensor:
     """``vn_leaky_relu(norm(q), k)`` for ``both = [q, k]`` stacked along the channels (``q`` has ``channels``).
 
-    Goes through the fused kernel when ``norm`` is a :class:`VNBatchNorm`.
+    Goes through the fused kernel when ``norm`` is a :class:`VNBatchNorm`; ``mean_last`` then averages
+    over the last axis.
     """
     if isinstance(norm, VNBatchNorm):
         check_features(both[:, :channels], norm.channels, "VNBatchNorm")
-        return vn_batchnorm_leaky_relu(both, channels, norm.bn, negative_slope)
+        return vn_batchnorm_leaky_relu(both, channels, norm.bn, negative_slope, mean_last)
     q, k = both.split([channels, both.shape[1] - channels], dim=1)
-    return vn_leaky_relu(norm(q), k, negative_slope)
+    out = vn_leaky_relu(norm(q), k, negative_slope)
+    return out.mean(-1) if mean_last else out
 
 
 class VNDropout(nn.Module):

@@ -43,6 +43,11 @@ class NeighborPool(nn.Module):
         return self.kind
 
 
+def edge_pool(kind: str, channels: int) -> NeighborPool | None:
+    """An EdgeConv's pool over neighbours: None for the mean (:class:`VNEdgeConv` fuses it), else a module."""
+    return None if kind == "mean" else NeighborPool(kind, channels)
+
+
 def project_on_frame(x: Tensor, frame: Tensor) -> Tensor:
     """Invariant scalars of VN features: ``x [B, C, 3, N]``, ``frame [B, 3, 3, N]`` → ``[B, 3C, N]``."""
     return frame_coordinates(x, frame).flatten(1, 2)
@@ -103,7 +108,9 @@ class VNDGCNNCls(nn.Module):
     (169) into ``VNLinearLeakyReLU(169 → 341)`` with one shared direction, the invariant layer on
     ``[x, mean x]`` with an un-normalised frame (682 × 3 = 2046 scalars per point), max + mean pool
     over points, and the MLP 512 → 256 → classes (batch norm, LeakyReLU 0.2, dropout 0.5).
-    ``recompute`` keeps only the EdgeConvs' inputs for the backward pass (see :class:`Recomputed`).
+    ``recompute`` keeps only the inputs of the two wider EdgeConvs (42 and 85 channels) for the backward
+    pass (see :class:`Recomputed`); the narrow ones keep their intermediates, which costs less memory than
+    recomputing them costs time.
     """
 
     def __init__(self, num_classes: int, k: int = 20, pooling: str = "mean", width_divisor: int = 1,
@@ -113,7 +120,8 @@ class VNDGCNNCls(nn.Module):
         w21, w42, w85, w341 = (vn_width(c, width_divisor) for c in (21, 42, 85, 341))
         widths = [(1, w21), (w21, w21), (w21, w42), (w42, w85)]
         self.edge_convs = nn.ModuleList(
-            maybe_recomputed(VNEdgeConv(c_in, c_out, negative_slope, pool=NeighborPool(pooling, c_out)), recompute)
+            maybe_recomputed(VNEdgeConv(c_in, c_out, negative_slope, pool=edge_pool(pooling, c_out)),
+                             recompute and c_out > w21)
             for c_in, c_out in widths)
         self.conv5 = VNLinearLeakyReLU(sum(c for _, c in widths), w341, negative_slope, share_nonlinearity=True)
         self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope)
@@ -142,14 +150,15 @@ class VNDGCNNSeg(nn.Module):
         self.k = k
         w21, w341 = vn_width(21, width_divisor), vn_width(341, width_divisor)
 
-        def edge_pool(second_layer: bool) -> nn.Module:
-            pool = NeighborPool(pooling, w21)
-            return nn.Sequential(VNLinearLeakyReLU(w21, w21, negative_slope), pool) if second_layer else pool
+        def pool(second_layer: bool) -> nn.Module | None:
+            if second_layer:
+                return nn.Sequential(VNLinearLeakyReLU(w21, w21, negative_slope), NeighborPool(pooling, w21))
+            return edge_pool(pooling, w21)
 
         self.edge_convs = nn.ModuleList(maybe_recomputed(conv, recompute) for conv in [
-            VNEdgeConv(1, w21, negative_slope, pool=edge_pool(True)),
-            VNEdgeConv(w21, w21, negative_slope, pool=edge_pool(True)),
-            VNEdgeConv(w21, w21, negative_slope, pool=edge_pool(False)),
+            VNEdgeConv(1, w21, negative_slope, pool=pool(True)),
+            VNEdgeConv(w21, w21, negative_slope, pool=pool(True)),
+            VNEdgeConv(w21, w21, negative_slope, pool=pool(False)),
         ])
         self.conv6 = VNLinearLeakyReLU(3 * w21, w341, negative_slope, share_nonlinearity=True)
         self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope)
