@@ -21,35 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from report import machine, write_section  # noqa: E402
 
 from priors3d.fields.scenes import RoomConfig, generate_room  # noqa: E402
-from priors3d.fields.train import FitConfig, load_field, save_png, train_field  # noqa: E402
+from priors3d.fields.train import FitConfig, load_field, train_field  # noqa: E402
 from priors3d.runs import save_json  # noqa: E402
 from priors3d.shaping.baseline import fit_semantic_head, predict_semantic  # noqa: E402
-from priors3d.shaping.edit import edit_picture, recolor  # noqa: E402
-from priors3d.shaping.propagate import render_grey  # noqa: E402
 from priors3d.shaping.metrics import segmentation_metrics  # noqa: E402
 from priors3d.shaping.shape import (TUNED, ShapeConfig, evaluation_clicks, label_pictures,  # noqa: E402
                                     propagate_labels, shape_field)
-
-
-RECOLOR_CLASS, RECOLOR_TO, RECOLOR_STEPS, CHANGED = "chair", (0.9, 0.15, 0.1), 5, 0.1
-DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
-
-
-def recolour_object(model, setup, scene, out: Path, field_name: str) -> dict:
-    """Recolour the clicked object; recall and leakage of the change over the test views, and a PNG."""
-    label = scene.class_names.index(RECOLOR_CLASS)
-    click = next(c for c in evaluation_clicks(scene) if c.label == label)
-    edited = recolor(model, setup, scene.train, click, RECOLOR_TO, RECOLOR_STEPS)
-    before = render_grey(model, setup, scene.test, rgb=True)
-    after = render_grey(edited, setup, scene.test, rgb=True)
-    changed = (after - before).abs().amax(-1) > CHANGED
-    target, valid = scene.test.semantic == label, scene.test.semantic >= 0
-    picture = edit_picture(before[::2], after[::2], changed[::2])
-    save_png(out / f"recolor_{field_name}.png", picture)
-    save_png(DOCS_IMAGES / f"recolor_{field_name}.png", picture)
-    return {"click": f"{click.view}/{click.x}/{click.y}",
-            "recall": float(changed[target].float().mean()),
-            "leakage": float(changed[valid & ~target].float().mean())}
 
 
 def main() -> None:
@@ -102,11 +79,6 @@ def main() -> None:
                                                "seconds": time.perf_counter() - start}
         label_pictures(args.out / f"{setting}_semantic_nerf.png", scene, labels, target)
         rows.append((setting, "Semantic-NeRF-style head (clicks only)", records[f"{setting}/semantic-nerf"]))
-    recolour_rows = []
-    for field_name, model in (("shaped", shaped), ("unshaped", unshaped)):
-        records[f"recolor/{field_name}"] = recolour_object(model, setup, scene, args.out, field_name)
-        r = records[f"recolor/{field_name}"]
-        recolour_rows.append(f"| {field_name} | {r['recall']:.3f} | {r['leakage']:.3f} |")
     save_json(args.out / "results.json", records)
     n_present = len(segmentation_metrics(target, target, n_classes)["classes"])
     sparse_clicks = evaluation_clicks(scene)
@@ -127,15 +99,7 @@ def main() -> None:
             f"per-class work (first order: the matrix product after the target Jacobians, computed once, are "
             f"counted in 'time'). Machine: {machine()}.\n\n"
             f"`PYTHONPATH=src .venv/bin/python bench/propagation.py --out {args.out}"
-            f"{' --fit-run ' + str(args.fit_run) if args.fit_run else ''} --shape-iterations {args.shape_iterations}`\n"
-            f"\n### Recolouring from one click\n\nThe sparse click on the {RECOLOR_CLASS} (view "
-            f"{records['recolor/shaped']['click']}) is pushed to RGB {RECOLOR_TO} by {RECOLOR_STEPS} Gauss-Newton "
-            "steps on theta_D (`priors3d field recolor`). Over the test views, a pixel counts as recoloured when "
-            f"one of its channels moved by more than {CHANGED}: recall = recoloured fraction of the "
-            f"{RECOLOR_CLASS} pixels, leakage = recoloured fraction of all other (non-void) pixels.\n\n"
-            "| field | recall | leakage |\n|---|---|---|\n" + "\n".join(recolour_rows) + "\n\n"
-            "Shaped (before / after / recoloured pixels): ![recolour shaped](images/recolor_shaped.png)\n\n"
-            "Unshaped: ![recolour unshaped](images/recolor_unshaped.png)\n")
+            f"{' --fit-run ' + str(args.fit_run) if args.fit_run else ''} --shape-iterations {args.shape_iterations}`\n")
     print(text)
     if not args.no_write_docs:
         write_section("results.md", "shaping-propagation", text)

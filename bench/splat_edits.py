@@ -1,6 +1,6 @@
 """InfoGaussian edits on the default room: recall and leakage of one-click moves, shaped vs unshaped.
 
-    .venv/bin/python bench/splat_edits.py [--out runs/bench-splat-edits] [--shape-iterations 300]
+    .venv/bin/python bench/splat_edits.py [--out runs/bench-splat-edits] [--shape-iterations 600]
 
 Fits Gaussians to the default procedural room (``splat fit`` defaults; reused when ``<out>/fit`` has a
 finished run), shapes a decoder (which labels every Gaussian with an instance), then for one click
@@ -33,7 +33,7 @@ from priors3d.shaping.infogs import (DecoderConfig, SplatShapeConfig, load_shape
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-splat-edits"))
-    parser.add_argument("--shape-iterations", type=int, default=300)
+    parser.add_argument("--shape-iterations", type=int, default=SplatShapeConfig.iterations)
     parser.add_argument("--offset", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/results.md alone")
@@ -77,10 +77,13 @@ def main() -> None:
     fit_line = ("reused from an earlier run of this script, " if reused else "") + (
         f"{fit['gaussians']} Gaussians, {fit['step']} steps in {fit['train_time_s']:.0f} s, "
         f"test PSNR {fit['psnr']:.2f} dB")
+    options = "".join(f" --{name.replace('_', '-')} {value}" for name, value, default in
+                      (("shape_iterations", args.shape_iterations, SplatShapeConfig.iterations),
+                       ("offset", args.offset, 0.3)) if value != default)
     markdown = f"""## InfoGaussian: one-click moves on the procedural room
 
-`.venv/bin/python bench/splat_edits.py --shape-iterations {args.shape_iterations}` (fit: `priors3d splat fit`
-defaults, {fit_line}; shaping: `priors3d splat shape` defaults but {args.shape_iterations} iterations,
+`.venv/bin/python bench/splat_edits.py{options}` (fit: `priors3d splat fit` defaults, {fit_line};
+shaping: `priors3d splat shape` defaults ({shape_cfg.iterations} iterations, temperature {shape_cfg.temperature}),
 {shaped['train_time_s']:.0f} s). Machine: {machine()}.
 
 For each of the {len(clicks)} instances, one click: the pixel deepest inside it, in the trajectory training

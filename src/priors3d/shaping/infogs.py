@@ -55,7 +55,7 @@ class SplatShapeConfig:
     run: tyro.conf.Positional[Path]
     """A run directory written by ``priors3d splat fit``."""
     out: Path = Path("runs/splat-shape")
-    iterations: int = 300
+    iterations: int = 600
     fraction: float = 0.07
     """Fraction of the Gaussians whose Jacobians enter each step."""
     lr: float = 1e-2
@@ -63,7 +63,8 @@ class SplatShapeConfig:
     """Learning rate of the last layer, which only the photometric term moves (noisy: one view a step)."""
     lam: float = 1.0
     """Weight of InfoNCE on the Jacobian cosines."""
-    temperature: float = 0.1
+    temperature: float = 0.3
+    """InfoNCE temperature. Lower (0.05) leaves other objects' Jacobians correlated, so edits leak."""
     smooth: float = 0.1
     """Weight of ``mean(1 - cos)`` between each sampled Gaussian and its 3D neighbours."""
     neighbours: int = 8
