@@ -44,7 +44,8 @@ def recolour_class(model, setup, scene, class_name: str, color: tuple[float, flo
     after = render_grey(edited, setup, scene.test, rgb=True)
     changed = (after - before).abs().amax(-1) >= threshold
     target, valid = scene.test.semantic == label, scene.test.semantic >= 0
-    return {"click": f"{click.view}/{click.x}/{click.y}", "threshold": threshold,
+    psnr = float(-10 * torch.log10(((before - scene.test.images.float()) ** 2).mean()))
+    return {"click": f"{click.view}/{click.x}/{click.y}", "threshold": threshold, "psnr_before": psnr,
             "recall": float(changed[target].float().mean()), "leakage": float(changed[valid & ~target].float().mean()),
             "picture": edit_picture(before[::2], after[::2], changed[::2])}
 
@@ -81,7 +82,9 @@ def main() -> None:
         "counts as recoloured when one of its channels moved by at least half as much as the clicked pixel's "
         "largest channel change; recall = recoloured fraction of the class's pixels, leakage = recoloured "
         f"fraction of all other non-void pixels. Fields: `{args.runs}/shape` and `{args.runs}/fit` from "
-        f"`bench/propagation.py`. Machine: {machine()}.", "",
+        f"`bench/propagation.py`. Held-out PSNR of the renders before editing: shaped "
+        f"{records[f'{args.classes[0]}/shaped']['psnr_before']:.2f} dB, unshaped "
+        f"{records[f'{args.classes[0]}/unshaped']['psnr_before']:.2f} dB. Machine: {machine()}.", "",
         f"{args.classes[0]}, shaped (before / after / recoloured pixels):", "",
         "![recolour shaped](images/recolor_shaped.png)", "",
         f"{args.classes[0]}, unshaped:", "", "![recolour unshaped](images/recolor_unshaped.png)", "",
