@@ -72,7 +72,10 @@ def main() -> None:
         "once under z and once under SO(3); z/SO(3) evaluates the z-trained weights on test shapes rotated by "
         "one fixed random rotation each (the same for every model).", "",
         *checks(results), "",
-        "Training wall time per run (epochs and per-epoch evaluation): " + "; ".join(times) + ".", "",
+        "Training wall time per run (epochs and per-epoch evaluation), as each run recorded it: " + "; ".join(times)
+        + ". These times are pessimistic when other jobs shared the two cores during training (the load "
+        "average below is the one when this text was written); `bench/vn_dgcnn_step.py` times one step "
+        "on a quiet machine.", "",
         f"Machine: {machine()}{f'; {args.threads} torch thread(s) per run' if args.threads else ''}.", "",
         f"`PYTHONPATH=src .venv/bin/python bench/pointcloud_protocols.py --task {args.task} --models "
         f"{' '.join(args.models)}{f' --threads {args.threads}' if args.threads else ''}` (the same runs as "

@@ -5,8 +5,11 @@ Neighbour indices are ``[B, N, k]`` and include the point itself (its distance i
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .layers import bn_leaky_relu, vn_linear
 from .layout import check_features
@@ -59,6 +62,22 @@ def edge_features(x: Tensor, index: Tensor, cross: bool = False) -> Tensor:
     return torch.cat(parts, dim=1)
 
 
+@contextlib.contextmanager
+def frozen_running_stats(module: nn.Module):
+    """Batch norms in ``module`` normalise with batch statistics but leave their running statistics alone."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
 class VNEdgeConv(nn.Module):
     """VN EdgeConv: edge features, VN linear + batch norm + VN-LeakyReLU, then pooling over neighbours.
 
@@ -68,12 +87,16 @@ class VNEdgeConv(nn.Module):
     ``W [x_j − x_i, x_i] = W₁ x_j + (W₂ − W₁) x_i``, so the ``[B, 2C, 3, N, k]`` edge tensor is never built.
     With ``cross`` the edge feature gains ``x_j × x_i`` (VN-PointNet's and VN-DGCNN's first layer).
     ``pool`` is None (the mean over neighbours, fused with the activation) or a module mapping
-    ``[B, O, 3, N, k]`` → ``[B, O, 3, N]``.
+    ``[B, O, 3, N, k]`` → ``[B, O, 3, N]``. With ``recompute``, training keeps only ``x`` and ``index``
+    for the backward pass and recomputes the ``[B, O, 3, N, k]`` intermediates there, with the same batch
+    statistics and without updating the running statistics twice (same values and gradients, less
+    memory, more time); parameter names do not depend on it.
     """
 
     def __init__(self, in_channels: int, out_channels: int, negative_slope: float = 0.2,
-                 cross: bool = False, pool: nn.Module | None = None):
+                 cross: bool = False, pool: nn.Module | None = None, recompute: bool = False):
         super().__init__()
+        self.recompute = recompute
         self.in_channels, self.out_channels = in_channels, out_channels
         self.negative_slope, self.cross = negative_slope, cross
         n_parts = 3 if cross else 2
@@ -85,6 +108,20 @@ class VNEdgeConv(nn.Module):
 
     def forward(self, x: Tensor, index: Tensor) -> Tensor:
         check_features(x, self.in_channels, type(self).__name__)
+        if not (self.recompute and self.training and torch.is_grad_enabled()):
+            return self._edges_to_points(x, index)
+        calls = []
+
+        def run(*inputs: Tensor) -> Tensor:
+            calls.append(None)
+            if len(calls) == 1:
+                return self._edges_to_points(*inputs)
+            with frozen_running_stats(self):
+                return self._edges_to_points(*inputs)
+
+        return checkpoint(run, x, index, use_reentrant=False)
+
+    def _edges_to_points(self, x: Tensor, index: Tensor) -> Tensor:
         c = self.in_channels
         w_diff, w_center = self.weight[:, :c], self.weight[:, c:2 * c]
         per_neighbor = vn_linear(x, w_diff)                    # W₁ x, gathered at j

@@ -17,7 +17,7 @@ from torch import nn
 
 from .baselines import DGCNNCls, DGCNNSeg, EdgeConv, PointNetCls, PointNetSeg
 from .heads import SegmentationHead, classifier, max_mean_pool
-from .vn_dgcnn import NeighborPool, Recomputed, VNDGCNNCls, VNDGCNNSeg, project_on_frame
+from .vn_dgcnn import NeighborPool, VNDGCNNCls, VNDGCNNSeg, project_on_frame
 from .vn_pointnet import VNPointNetCls, VNPointNetEncoder, VNPointNetSeg
 
 MODELS = ("vn_pointnet", "vn_dgcnn", "pointnet", "dgcnn")
@@ -26,7 +26,7 @@ DEFAULT_K = {"cls": 20, "seg": 40}
 POOLINGS = ("mean", "max", "softmax")
 
 __all__ = ["DEFAULT_K", "DGCNNCls", "DGCNNSeg", "EdgeConv", "MODELS", "NeighborPool", "POOLINGS", "PointNetCls",
-           "PointNetSeg", "Recomputed", "SegmentationHead", "TASKS", "VNDGCNNCls", "VNDGCNNSeg", "VNPointNetCls",
+           "PointNetSeg", "SegmentationHead", "TASKS", "VNDGCNNCls", "VNDGCNNSeg", "VNPointNetCls",
            "VNPointNetEncoder", "VNPointNetSeg", "build_model", "classifier", "is_equivariant", "max_mean_pool",
            "project_on_frame"]
 

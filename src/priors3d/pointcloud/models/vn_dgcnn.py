@@ -9,11 +9,7 @@ widths are the DGCNN ones divided by 3 (a vector is three scalars): 64 → 21, 1
 
 from __future__ import annotations
 
-import contextlib
-
-import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from priors3d.vn import VNEdgeConv, VNInvariant, VNLinearLeakyReLU, make_pool, to_vn
 from priors3d.vn.invariant import frame_coordinates
@@ -53,54 +49,6 @@ def project_on_frame(x: Tensor, frame: Tensor) -> Tensor:
     return frame_coordinates(x, frame).flatten(1, 2)
 
 
-@contextlib.contextmanager
-def frozen_running_stats(module: nn.Module):
-    """Batch norms in ``module`` normalise with batch statistics but leave their running statistics alone."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(norms, saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-
-
-class Recomputed(nn.Module):
-    """Run ``layer(*inputs)`` without keeping its intermediates; recompute them in the backward pass.
-
-    For EdgeConvs, whose intermediates are ``[B, C, 3, N, k]`` edge tensors: only the inputs stay in
-    memory between forward and backward. The recomputation uses the same batch statistics and random
-    state and does not touch running statistics a second time, so values and gradients are unchanged.
-    """
-
-    def __init__(self, layer: nn.Module):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, *inputs: Tensor) -> Tensor:
-        if not (self.training and torch.is_grad_enabled()):
-            return self.layer(*inputs)
-        calls = []
-
-        def run(*args: Tensor) -> Tensor:
-            calls.append(None)
-            if len(calls) == 1:
-                return self.layer(*args)
-            with frozen_running_stats(self.layer):
-                return self.layer(*args)
-
-        return checkpoint(run, *inputs, use_reentrant=False)
-
-
-def maybe_recomputed(layer: nn.Module, recompute: bool) -> nn.Module:
-    """``Recomputed(layer)`` or ``layer``."""
-    return Recomputed(layer) if recompute else layer
-
-
 class VNDGCNNCls(nn.Module):
     """VN-DGCNN classifier: points ``[B, N, 3]`` → logits ``[B, classes]``, rotation-invariant.
 
@@ -109,7 +57,7 @@ class VNDGCNNCls(nn.Module):
     ``[x, mean x]`` with an un-normalised frame (682 × 3 = 2046 scalars per point), max + mean pool
     over points, and the MLP 512 → 256 → classes (batch norm, LeakyReLU 0.2, dropout 0.5).
     ``recompute`` keeps only the inputs of the two wider EdgeConvs (42 and 85 channels) for the backward
-    pass (see :class:`Recomputed`); the narrow ones keep their intermediates, which costs less memory than
+    pass (see :class:`priors3d.vn.VNEdgeConv`); the narrow ones keep their intermediates, which costs less memory than
     recomputing them costs time.
     """
 
@@ -120,8 +68,8 @@ class VNDGCNNCls(nn.Module):
         w21, w42, w85, w341 = (vn_width(c, width_divisor) for c in (21, 42, 85, 341))
         widths = [(1, w21), (w21, w21), (w21, w42), (w42, w85)]
         self.edge_convs = nn.ModuleList(
-            maybe_recomputed(VNEdgeConv(c_in, c_out, negative_slope, pool=edge_pool(pooling, c_out)),
-                             recompute and c_out > w21)
+            VNEdgeConv(c_in, c_out, negative_slope, pool=edge_pool(pooling, c_out),
+                       recompute=recompute and c_out > w21)
             for c_in, c_out in widths)
         self.conv5 = VNLinearLeakyReLU(sum(c for _, c in widths), w341, negative_slope, share_nonlinearity=True)
         self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope)
@@ -155,10 +103,10 @@ class VNDGCNNSeg(nn.Module):
                 return nn.Sequential(VNLinearLeakyReLU(w21, w21, negative_slope), NeighborPool(pooling, w21))
             return edge_pool(pooling, w21)
 
-        self.edge_convs = nn.ModuleList(maybe_recomputed(conv, recompute) for conv in [
-            VNEdgeConv(1, w21, negative_slope, pool=pool(True)),
-            VNEdgeConv(w21, w21, negative_slope, pool=pool(True)),
-            VNEdgeConv(w21, w21, negative_slope, pool=pool(False)),
+        self.edge_convs = nn.ModuleList([
+            VNEdgeConv(1, w21, negative_slope, pool=pool(True), recompute=recompute),
+            VNEdgeConv(w21, w21, negative_slope, pool=pool(True), recompute=recompute),
+            VNEdgeConv(w21, w21, negative_slope, pool=pool(False), recompute=recompute),
         ])
         self.conv6 = VNLinearLeakyReLU(3 * w21, w341, negative_slope, share_nonlinearity=True)
         self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from priors3d.vn import VNBatchNorm, VNEdgeConv, VNInvariant, VNLinear, VNLinearLeakyReLU, knn, to_vn
 
 from .heads import SegmentationHead, check_points, classifier
-from .vn_dgcnn import edge_pool, maybe_recomputed, project_on_frame, vn_width
+from .vn_dgcnn import edge_pool, project_on_frame, vn_width
 
 
 class VNPointNetEncoder(nn.Module):
@@ -32,8 +32,8 @@ class VNPointNetEncoder(nn.Module):
         super().__init__()
         self.k = k
         w21, w42, w341 = (vn_width(c, width_divisor) for c in (21, 42, 341))
-        self.conv_pos = maybe_recomputed(
-            VNEdgeConv(1, w21, negative_slope, cross=True, pool=edge_pool(pooling, w21)), recompute)
+        self.conv_pos = VNEdgeConv(1, w21, negative_slope, cross=True, pool=edge_pool(pooling, w21),
+                                   recompute=recompute)
         self.conv1 = VNLinearLeakyReLU(w21, w21, negative_slope)
         self.conv2 = VNLinearLeakyReLU(2 * w21, w42, negative_slope)
         self.conv3 = VNLinear(w42, w341)
