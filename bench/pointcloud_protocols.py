@@ -11,7 +11,6 @@ then writes the table, each training's wall time and the checks of the point-clo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,14 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from report import machine, write_section  # noqa: E402
 
 from priors3d.pointcloud.train import ProtocolsConfig, TrainConfig, protocol_table, protocols  # noqa: E402
+from priors3d.runs import RunDir  # noqa: E402
 
 PAIRS = ("z/z", "z/so3", "so3/so3")
 
 
 def training_minutes(run: Path) -> float:
     """Wall time of a run's epochs (training and per-epoch evaluation), from its metrics.jsonl."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return sum(r["seconds"] for r in records) / 60
+    return sum(r["seconds"] for r in RunDir(run).read_metrics()) / 60
 
 
 def checks(results: dict[str, dict[str, float]]) -> list[str]:

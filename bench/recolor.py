@@ -31,8 +31,12 @@ from priors3d.shaping.shape import evaluation_clicks  # noqa: E402
 DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 
 
-def recolour_class(model, setup, scene, class_name: str, color: tuple[float, float, float], steps: int) -> dict:
-    """Recolour from the class's evaluation click; recall, leakage and the before/after renders."""
+def recolour_class(model, setup, scene, before, class_name: str, color: tuple[float, float, float],
+                   steps: int) -> dict:
+    """Recolour from the class's evaluation click; recall, leakage and the before/after renders.
+
+    ``before``: the unedited model's renders of the test views, ``[V, H, W, 3]``.
+    """
     label = scene.class_names.index(class_name)
     click = next(c for c in evaluation_clicks(scene) if c.label == label)
     edited = recolor(model, setup, scene.train, click, color, steps)
@@ -40,12 +44,10 @@ def recolour_class(model, setup, scene, class_name: str, color: tuple[float, flo
     index = (slice(None), click.y, click.x)
     moved = (render_grey(edited, setup, clicked, rgb=True)[index] - render_grey(model, setup, clicked, rgb=True)[index])
     threshold = 0.5 * float(moved.abs().max())
-    before = render_grey(model, setup, scene.test, rgb=True)
     after = render_grey(edited, setup, scene.test, rgb=True)
     changed = (after - before).abs().amax(-1) >= threshold
     target, valid = scene.test.semantic == label, scene.test.semantic >= 0
-    psnr = float(-10 * torch.log10(((before - scene.test.images.float()) ** 2).mean()))
-    return {"click": f"{click.view}/{click.x}/{click.y}", "threshold": threshold, "psnr_before": psnr,
+    return {"click": f"{click.view}/{click.x}/{click.y}", "threshold": threshold,
             "recall": float(changed[target].float().mean()), "leakage": float(changed[valid & ~target].float().mean()),
             "picture": edit_picture(before[::2], after[::2], changed[::2])}
 
@@ -62,10 +64,13 @@ def main() -> None:
     torch.manual_seed(0)
     scene = generate_room(RoomConfig(seed=0))
     fields = {"shaped": load_field(args.runs / "shape"), "unshaped": load_field(args.runs / "fit")}
-    rows, records = [], {}
+    befores = {name: render_grey(model, setup, scene.test, rgb=True) for name, (model, setup) in fields.items()}
+    psnr = {name: float(-10 * torch.log10(((before - scene.test.images.float()) ** 2).mean()))
+            for name, before in befores.items()}
+    rows, records = [], {"psnr_before": psnr}
     for class_name in args.classes:
         for field_name, (model, setup) in fields.items():
-            r = recolour_class(model, setup, scene, class_name, tuple(args.color), args.steps)
+            r = recolour_class(model, setup, scene, befores[field_name], class_name, tuple(args.color), args.steps)
             picture = r.pop("picture")
             save_png(args.runs / f"recolor_{class_name}_{field_name}.png", picture)
             if class_name == args.classes[0]:
@@ -82,9 +87,8 @@ def main() -> None:
         "counts as recoloured when one of its channels moved by at least half as much as the clicked pixel's "
         "largest channel change; recall = recoloured fraction of the class's pixels, leakage = recoloured "
         f"fraction of all other non-void pixels. Fields: `{args.runs}/shape` and `{args.runs}/fit` from "
-        f"`bench/propagation.py`. Held-out PSNR of the renders before editing: shaped "
-        f"{records[f'{args.classes[0]}/shaped']['psnr_before']:.2f} dB, unshaped "
-        f"{records[f'{args.classes[0]}/unshaped']['psnr_before']:.2f} dB. Machine: {machine()}.", "",
+        f"`bench/propagation.py`. Held-out PSNR of the renders before editing: shaped {psnr['shaped']:.2f} dB, "
+        f"unshaped {psnr['unshaped']:.2f} dB. Machine: {machine()}.", "",
         f"{args.classes[0]}, shaped (before / after / recoloured pixels):", "",
         "![recolour shaped](images/recolor_shaped.png)", "",
         f"{args.classes[0]}, unshaped:", "", "![recolour unshaped](images/recolor_unshaped.png)", "",

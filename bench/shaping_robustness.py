@@ -18,9 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from report import machine, write_section  # noqa: E402
+from room_field import add_fit_arguments, room_and_field  # noqa: E402
 
-from priors3d.fields.scenes import RoomConfig, generate_room  # noqa: E402
-from priors3d.fields.train import FitConfig, load_field, train_field  # noqa: E402
 from priors3d.runs import save_json  # noqa: E402
 from priors3d.shaping.metrics import segmentation_metrics  # noqa: E402
 from priors3d.shaping.shape import (TUNED, ShapeConfig, evaluation_clicks, label_pictures,  # noqa: E402
@@ -38,18 +37,11 @@ SETTINGS = {  # slug: (row title, ShapeConfig overrides)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-robustness"))
-    parser.add_argument("--fit-run", type=Path, default=None, help="reuse a fitted run instead of fitting")
-    parser.add_argument("--fit-iterations", type=int, default=500)
+    add_fit_arguments(parser, "runs/bench-robustness")
     parser.add_argument("--shape-iterations", type=int, default=500)
     parser.add_argument("--no-write-docs", action="store_true")
     args = parser.parse_args()
-    scene = generate_room(RoomConfig(seed=0))
-    fit_run = args.fit_run or args.out / "fit"
-    if args.fit_run is None:
-        train_field(scene, FitConfig(scene=Path("room"), out=fit_run, iterations=args.fit_iterations,
-                                     batch_rays=2048, eval_every=10**9, picture_views=1))
-    unshaped, setup = load_field(fit_run)
+    scene, unshaped, setup, fit_run = room_and_field(args)
     n_classes, clicks, target = len(scene.class_names), evaluation_clicks(scene), scene.test.semantic
     records, rows = {}, []
     for slug, (name, overrides) in {"unshaped": ("unshaped", None), **SETTINGS}.items():
