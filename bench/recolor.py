@@ -32,14 +32,14 @@ DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 
 
 def recolour_class(model, setup, scene, before, class_name: str, color: tuple[float, float, float],
-                   steps: int) -> dict:
+                   steps: int, keep: int) -> dict:
     """Recolour from the class's evaluation click; recall, leakage and the before/after renders.
 
     ``before``: the unedited model's renders of the test views, ``[V, H, W, 3]``.
     """
     label = scene.class_names.index(class_name)
     click = next(c for c in evaluation_clicks(scene) if c.label == label)
-    edited = recolor(model, setup, scene.train, click, color, steps)
+    edited = recolor(model, setup, scene.train, click, color, steps, keep=keep)
     clicked = scene.train.subset([click.view])
     index = (slice(None), click.y, click.x)
     moved = (render_grey(edited, setup, clicked, rgb=True)[index] - render_grey(model, setup, clicked, rgb=True)[index])
@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--classes", nargs="+", default=["chair", "box", "picture"])
     parser.add_argument("--color", nargs=3, type=float, default=(0.9, 0.15, 0.1))
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--keep", type=int, default=512,
+                        help="non-resonating pixels of the click view each step holds still (0: plain minimum norm)")
     parser.add_argument("--no-write-docs", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -70,7 +72,8 @@ def main() -> None:
     rows, records = [], {"psnr_before": psnr}
     for class_name in args.classes:
         for field_name, (model, setup) in fields.items():
-            r = recolour_class(model, setup, scene, befores[field_name], class_name, tuple(args.color), args.steps)
+            r = recolour_class(model, setup, scene, befores[field_name], class_name, tuple(args.color), args.steps,
+                               args.keep)
             picture = r.pop("picture")
             save_png(args.runs / f"recolor_{class_name}_{field_name}.png", picture)
             if class_name == args.classes[0]:
@@ -83,7 +86,8 @@ def main() -> None:
         "## Recolouring from one click (JacobiNeRF)", "",
         "| class | click (view/x/y) | field | recall | leakage |", "|---|---|---|---|---|", *rows, "",
         f"The evaluation click of each class (as in `shaping-propagation`) is pushed to RGB {tuple(args.color)} by "
-        f"{args.steps} Gauss-Newton steps on theta_D (`priors3d field recolor`). Over the 6 test views a pixel "
+        f"{args.steps} Gauss-Newton steps on theta_D (`priors3d field recolor`), each holding up to {args.keep} "
+        f"pixels of the click view that do not resonate with the click still. Over the 6 test views a pixel "
         "counts as recoloured when one of its channels moved by at least half as much as the clicked pixel's "
         "largest channel change; recall = recoloured fraction of the class's pixels, leakage = recoloured "
         f"fraction of all other non-void pixels. Fields: `{args.runs}/shape` and `{args.runs}/fit` from "

@@ -6,7 +6,9 @@ import torch
 from priors3d.shaping.losses import info_nce, jacobian_cosines, norm_penalty, shaping_loss
 from priors3d.shaping.metrics import segmentation_metrics
 from priors3d.shaping.pairs import adaptive_feature_pairs, corrupt_masks, mask_pairs, positive_ratio
-from priors3d.shaping.shape import jacobian_pixels
+from pathlib import Path
+
+from priors3d.shaping.shape import ShapeConfig, jacobian_batch, jacobian_pixels
 
 
 def test_info_nce_matches_hand_computation():
@@ -91,3 +93,17 @@ def test_balanced_jacobian_pixels_draw_every_mask_equally_and_never_void():
     assert torch.allclose(counts / counts.sum(), torch.full((3,), 1 / 3), atol=0.05)  # uniform would give 0.88
     uniform = jacobian_pixels(ids, len(ids), 1024, False, generator)
     assert sorted(uniform.tolist()) == list(range(len(ids)))
+
+
+def test_jacobian_batch_splits_pixels_over_distinct_views():
+    masks = torch.arange(6).repeat_interleave(50).reshape(6, 5, 10) % 3  # 6 views of 50 pixels, 3 masks each
+    generator = torch.Generator().manual_seed(0)
+    cfg = ShapeConfig(run=Path("unused"), jacobian_rays=24, views_per_step=3)
+    view, pix = jacobian_batch(masks, 6, 50, cfg, generator)
+    assert view.shape == pix.shape == (24,)
+    assert len(view.unique()) == 3 and torch.bincount(view, minlength=6).max() == 8
+    assert len(set(zip(view.tolist(), pix.tolist()))) == 24  # no pixel twice
+    one_view, _ = jacobian_batch(masks, 6, 50, ShapeConfig(run=Path("unused"), jacobian_rays=24), generator)
+    assert len(one_view.unique()) == 1
+    with pytest.raises(ValueError, match="per-view ids"):
+        ShapeConfig(run=Path("unused"), views_per_step=2, merge=0.3)

@@ -104,6 +104,36 @@ def test_select_and_recolor_change_only_the_resonating_half(tmp_path):
     assert picture.shape == (2 * 2 * 8, 2 * 3 * 8, 3) and picture.dtype == np.uint8
 
 
+class SharedFeature(HalfPlanes):
+    """Half planes plus a feature both halves share, so the click's own gradient also moves the other half."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(3, 3, bias=False)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[0.5, -0.3, 0.2], [0.1, 0.4, -0.1], [-0.2, 0.2, 0.3]]))
+
+    def forward(self, positions, directions=None):
+        sigma, rgb = super().forward(positions, None)
+        if directions is None:
+            return sigma, None
+        side = (positions[..., 0] >= 0).to(positions.dtype)
+        features = torch.stack([1.0 - side, side, torch.ones_like(side)], dim=-1)
+        return sigma, torch.sigmoid(self.head(features))
+
+
+def test_recolor_holds_the_non_resonating_pixels_of_the_click_view():
+    views, model, click, target = toy_views(), SharedFeature(), Click(0, 1, 4, -1), (0.1, 0.8, 0.3)
+    other = views.semantic != views.semantic[0, 4, 1]
+    before = render_grey(model, SETUP, views, rgb=True)
+    moved = {}
+    for keep in (0, 512):
+        after = render_grey(recolor(model, SETUP, views, click, target, keep=keep), SETUP, views, rgb=True)
+        torch.testing.assert_close(after[0, 4, 1], torch.tensor(target), atol=2e-3, rtol=0)
+        moved[keep] = float((after[other] - before[other]).abs().max())
+    assert moved[0] > 0.1 and moved[512] < 0.01  # the plain minimum-norm step moves the other half; this one not
+
+
 def test_label_pictures_are_written(tmp_path):
     views = toy_views()
     scene = Scene(train=views, test=views, class_names=["left", "right"],

@@ -1,9 +1,10 @@
 """Edits through Jacobians: click one pixel to select what resonates with it, or to recolour it.
 
 Selection: pixels of any view whose Jacobian has ``|cos| >= threshold`` with the clicked pixel's.
-Recolouring: Gauss-Newton steps on ``theta_D`` restricted to the span of the clicked pixel's
-per-channel gradients ``J_R, J_G, J_B`` (``theta_D += J^T alpha`` with ``(J J^T + damping) alpha =
-target - colour``); every pixel whose Jacobians resonate with the click changes colour with it.
+Recolouring: Gauss-Newton steps on ``theta_D`` that bring the clicked pixel to the target colour
+while moving the non-resonating pixels of its view as little as possible (a minimum-norm step in
+the metric ``J_keepᵀ J_keep + damping``); every pixel whose Jacobians resonate with the click
+changes colour with it.
 """
 
 from __future__ import annotations
@@ -33,27 +34,59 @@ def select(model: nn.Module, setup: FieldSetup, source: Views, targets: Views, c
 
 
 def recolor(model: nn.Module, setup: FieldSetup, source: Views, click: Click, color: tuple[float, float, float],
-            steps: int = 5, damping: float = 1e-4, names: tuple[str, ...] | None = None) -> nn.Module:
-    """A copy of ``model`` whose ``theta_D`` moved so that the clicked pixel renders ``color`` (RGB in [0, 1])."""
+            steps: int = 5, damping: float = 1e-4, keep: int = 512, threshold: float = 0.9,
+            names: tuple[str, ...] | None = None) -> nn.Module:
+    """A copy of ``model`` whose ``theta_D`` moved so that the clicked pixel renders ``color`` (RGB in [0, 1]).
+
+    Each Gauss-Newton step is the smallest change that reaches the target at the click, measured by
+    how much it moves ``keep`` pixels of the click's view that do not resonate with it (``|cos| <
+    threshold``; ``keep=0``: by the plain parameter norm).
+    """
     target = torch.tensor(color, dtype=torch.float32)
     if target.shape != (3,) or bool(((target < 0) | (target > 1)).any()):
         raise ValueError(f"color must be three numbers in [0, 1], got {color}")
     edited = copy.deepcopy(model)
     theta = parameter_subset(edited, names)
     o, d, near, far = _click_ray(source, setup, click)
+    kept = _kept_rays(edited, setup, source, click, keep, threshold, names)
     kwargs = sampling(edited, setup)
     for _ in range(steps):
         with torch.no_grad():
             colour = render_rays(edited, o, d, near, far, **kwargs)["rgb"][0]
-        jac = torch.cat([pixel_jacobians_chunked(edited, o, d, near, far, names=names, channel=c, **kwargs)
-                         for c in range(3)])  # [3, P]
-        gram = jac @ jac.T + damping * torch.eye(3)
-        alpha = torch.linalg.solve(gram, target - colour)
-        moved = unflatten(flatten({n: t.detach() for n, t in theta.items()}) + jac.T @ alpha, theta)
+        jac = _rgb_jacobians(edited, (o, d, near, far), names, kwargs)  # [3, P]
+        metric = damping * torch.eye(jac.shape[1])
+        if kept is not None:
+            others = _rgb_jacobians(edited, kept, names, kwargs)  # [3K, P]
+            metric += others.T @ others / len(others)
+        # argmin ||others · step||² + damping ||step||²  subject to  jac · step = target - colour
+        inverse_jt = torch.linalg.solve(metric, jac.T)  # [P, 3]
+        step = inverse_jt @ torch.linalg.solve(jac @ inverse_jt, target - colour)
+        moved = unflatten(flatten({n: t.detach() for n, t in theta.items()}) + step, theta)
         with torch.no_grad():
             for name, value in moved.items():
                 theta[name].copy_(value)
     return edited
+
+
+def _rgb_jacobians(model: nn.Module, rays: tuple[Tensor, ...], names: tuple[str, ...] | None,
+                   kwargs: dict) -> Tensor:
+    """Per-channel Jacobians of the rays' colours, ``[3 * M, P]`` (channel-major)."""
+    return torch.cat([pixel_jacobians_chunked(model, *rays, names=names, channel=c, **kwargs) for c in range(3)])
+
+
+def _kept_rays(model: nn.Module, setup: FieldSetup, source: Views, click: Click, keep: int, threshold: float,
+               names: tuple[str, ...] | None) -> tuple[Tensor, ...] | None:
+    """Rays of up to ``keep`` pixels of the click's view that do not resonate with the click, evenly spread."""
+    if keep <= 0:
+        return None
+    view = source.subset([click.view])
+    _, responses = select(model, setup, source, view, click, threshold, names)
+    candidates = (responses.flatten() < threshold).nonzero().flatten()
+    if len(candidates) == 0:
+        return None
+    chosen = candidates[torch.linspace(0, len(candidates) - 1, min(keep, len(candidates))).round().long()]
+    o, d, near, far = view_rays(view, setup)
+    return o[0, chosen], d[0, chosen], near[0, chosen], far[0, chosen]
 
 
 def edit_picture(before: Tensor, after: Tensor, masks: Tensor | None = None) -> np.ndarray:

@@ -43,7 +43,11 @@ class ShapeConfig:
     batch_rays: int = 1024
     """Rays per step for the photometric loss (random pixels of all training views)."""
     jacobian_rays: int = 256
-    """Pixels per step whose Jacobians enter the InfoNCE loss (all from one random training view)."""
+    """Pixels per step whose Jacobians enter the InfoNCE loss (split evenly over ``views_per_step`` views)."""
+    views_per_step: int = 1
+    """Training views those pixels come from. Above 1, pixels of different views pair up by mask id, which
+    needs ids that mean the same object or class in every view (clean semantic or instance maps, not
+    corrupted ones): the parts of an object seen from different sides are then pulled together."""
     balanced: bool = True
     """Draw those pixels evenly across the view's masks (each mask equally likely, void never), so that small
     objects are anchors as often as walls; off: uniformly over the view. Mask pairs only."""
@@ -74,6 +78,13 @@ class ShapeConfig:
     checkpoint_every: int = 100
     resume: bool = False
 
+    def __post_init__(self) -> None:
+        if self.views_per_step < 1:
+            raise ValueError(f"views_per_step must be at least 1, got {self.views_per_step}")
+        if self.views_per_step > 1 and (self.merge or self.split or self.noise):
+            raise ValueError("views_per_step > 1 pairs pixels of different views by mask id, but corrupted masks "
+                             "(merge/split/noise) have per-view ids; use views_per_step=1")
+
 
 def _mask_source(scene: Scene, cfg: ShapeConfig, generator: torch.Generator) -> Tensor | None:
     if cfg.pairs == "features":
@@ -85,6 +96,21 @@ def _mask_source(scene: Scene, cfg: ShapeConfig, generator: torch.Generator) -> 
     if labels is None:
         raise ValueError(f"pairs={cfg.pairs} needs {cfg.pairs} maps [V, H, W] in the scene's training views")
     return corrupt_masks(labels, cfg.merge, cfg.split, cfg.noise, generator)
+
+
+def jacobian_batch(masks: Tensor | None, n_views: int, n_pix: int, cfg: ShapeConfig,
+                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """View and pixel indices ``([M], [M])`` of one step's Jacobian pixels: ``cfg.views_per_step`` distinct
+    random views, ``cfg.jacobian_rays // views_per_step`` pixels from each (see :func:`jacobian_pixels`)."""
+    if cfg.views_per_step == 1:
+        views = torch.randint(n_views, (1,), generator=generator)
+    else:
+        views = torch.randperm(n_views, generator=generator)[:cfg.views_per_step]
+    per_view = cfg.jacobian_rays // len(views)
+    pix = [jacobian_pixels(None if masks is None else masks[v].flatten(), n_pix, per_view, cfg.balanced, generator)
+           for v in views.tolist()]
+    view = torch.cat([torch.full_like(p, v) for p, v in zip(pix, views.tolist())])
+    return view, torch.cat(pix)
 
 
 def jacobian_pixels(ids: Tensor | None, n_pix: int, count: int, balanced: bool,
@@ -118,6 +144,8 @@ def shape_field(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig) 
     o, d, near, far = view_rays(scene.train, setup)
     colours = scene.train.images.flatten(1, 2).float()
     n_views, n_pix = o.shape[:2]
+    if not 1 <= cfg.views_per_step <= n_views:
+        raise ValueError(f"views_per_step must be in 1..{n_views} (the training views), got {cfg.views_per_step}")
     kwargs = sampling(model, setup)
 
     def save_checkpoint() -> None:
@@ -133,15 +161,13 @@ def shape_field(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig) 
         out = render_rays(model, o[v_all, i_all], d[v_all, i_all], near[v_all, i_all], far[v_all, i_all],
                           **{**kwargs, "generator": generator})
         photo = torch.mean((out["rgb"] - colours[v_all, i_all]) ** 2)
-        view = int(torch.randint(n_views, (), generator=generator))
-        pix = jacobian_pixels(None if masks is None else masks[view].flatten(), n_pix, cfg.jacobian_rays,
-                              cfg.balanced, generator)
+        view, pix = jacobian_batch(masks, n_views, n_pix, cfg, generator)
         jac = pixel_jacobians(model, o[view, pix], d[view, pix], near[view, pix], far[view, pix],
                               names=cfg.names, channel=cfg.channel, **kwargs)
         if masks is None:
-            positives, threshold = adaptive_feature_pairs(scene.train.features[view].flatten(0, 1)[pix], threshold)
+            positives, threshold = adaptive_feature_pairs(scene.train.features.flatten(1, 2)[view, pix], threshold)
         else:
-            positives = mask_pairs(masks[view].flatten()[pix])
+            positives = mask_pairs(masks.flatten(1)[view, pix])
         losses = shaping_loss(photo, jac, positives, cfg.lam, cfg.gamma, cfg.temperature, cfg.absolute)
         optimiser.zero_grad(set_to_none=True)
         losses["loss"].backward()
@@ -326,6 +352,9 @@ class RecolorConfig:
     color: tuple[float, float, float] = (0.1, 0.8, 0.2)
     """Target RGB in [0, 1] for the clicked pixel."""
     steps: int = 5
+    keep: int = 512
+    """Pixels of the click's view that do not resonate with it (``|cos| < 0.9``) and that the edit holds
+    still (0: the plain minimum-norm step, which also moves whatever shares the click's gradient)."""
     views: int = 3
     out: Path | None = None
     """Where the before/after PNGs go (default ``<run>/recolor``)."""
@@ -362,7 +391,7 @@ def recolor_command(cfg: RecolorConfig) -> dict:
     scene = load_fit_scene(setup.scene)
     targets = _test_subset(scene, cfg.views)
     click = _parse_pixel(cfg.click)
-    edited = recolor(model, setup, scene.train, click, cfg.color, cfg.steps)
+    edited = recolor(model, setup, scene.train, click, cfg.color, cfg.steps, keep=cfg.keep)
     before = render_grey(model, setup, targets, rgb=True)
     after = render_grey(edited, setup, targets, rgb=True)
     masks, _ = select(model, setup, scene.train, targets, click)
@@ -403,5 +432,5 @@ def demo_pipeline(out_dir: str | Path = "runs/shaping-demo", quick: bool = True)
     return result
 
 
-TUNED = {"lam": 1.0, "temperature": 0.1, "lr": 5e-3, "batch_rays": 512}
+TUNED = {"lam": 0.1, "temperature": 0.1, "lr": 5e-3, "batch_rays": 512, "views_per_step": 4}
 """Shaping settings used by the demo and the benchmark (stronger than the reference defaults; see docs/shaping.md)."""
