@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -19,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from report import machine, write_section
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import priors3d  # noqa: E402,F401  (before torch: it switches on huge pages for large tensors)
+import torch  # noqa: E402
+
+from report import machine, write_section  # noqa: E402
 from priors3d.pointcloud.models import build_model  # noqa: E402
 from priors3d.pointcloud.train import TrainConfig  # noqa: E402
 
@@ -49,16 +50,18 @@ def measure(spec: dict, repeats: int, threads: int) -> dict:
     points = torch.randn(spec["batch"], spec["points"], 3)
     labels = torch.randint(0, spec["classes"], (spec["batch"],))
     resting = rss_gb()
-    times = []
+    times, faults = [], []
     for _ in range(repeats + 1):  # the first step warms up allocator and caches
+        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         loss = torch.nn.functional.cross_entropy(model(points), labels, label_smoothing=0.2)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - start)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
     return {**spec, "seconds": statistics.median(times[1:]), "all_seconds": times,
-            "peak_rss_gb": rss_gb(), "resting_rss_gb": resting}
+            "page_faults": statistics.median(faults[1:]), "peak_rss_gb": rss_gb(), "resting_rss_gb": resting}
 
 
 def verdicts(rows: list[dict]) -> list[str]:
@@ -96,12 +99,12 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
 
-    lines = ["| config | model | batch | points | k | widths | step (s, median) | peak RSS (GB) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| config | model | batch | points | k | widths | step (s, median) | page faults per step | peak RSS (GB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         widths = "reference" if r["width_divisor"] == 1 else f"reference / {r['width_divisor']}"
         lines.append(f"| {r['config']} | {r['model']} | {r['batch']} | {r['points']} | {r['k']} | {widths} | "
-                     f"{r['seconds']:.2f} | {r['peak_rss_gb']:.2f} |")
+                     f"{r['seconds']:.2f} | {r['page_faults']:,.0f} | {r['peak_rss_gb']:.2f} |")
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     markdown = "\n".join([
         "## VN-DGCNN training step (`bench/vn_dgcnn_step.py`)",
@@ -112,7 +115,9 @@ def main() -> None:
         "implementation, kNN on the CPU, measured on this machine): about 43 s and 9.2 GB per step; ours must "
         "stay under 14 s and 4.6 GB.",
         "",
-        f"Machine: {machine()}; {args.threads} torch threads; load average at the end {' '.join(load)}.",
+        f"Machine: {machine()}; {args.threads} torch threads; load average at the end {' '.join(load)}; "
+        f"large tensors on transparent huge pages: THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')} "
+        "(set by `import priors3d` unless given).",
         "",
         *lines,
         "",

@@ -5,4 +5,13 @@ Two halves: Vector Neuron layers that make networks SO(3)-equivariant by constru
 neural fields (:mod:`priors3d.fields`, :mod:`priors3d.shaping`).
 """
 
+import os
+
+# Large CPU tensors on transparent huge pages: PyTorch's own switch, which torch reads at its first
+# CPU allocation, so it takes effect when priors3d is imported before any tensor is made. With 4 KB
+# pages a training step faults in its freshly mapped memory page by page: on the paper-size VN-DGCNN
+# step 5.6 million page faults and 15 s of kernel time per step (docs/benchmarks.md).
+# THP_MEM_ALLOC_ENABLE=0 in the environment turns it off.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 __version__ = "0.1.0"
