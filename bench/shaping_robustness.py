@@ -70,8 +70,8 @@ def main() -> None:
             f"{clicks[0].view}), first-order propagation to the {len(scene.test)} test views, scored against the "
             f"clean semantic maps. Each shaped row: {args.shape_iterations} iterations with {TUNED}, pairs from the "
             "semantic maps damaged by `corrupt_masks` (Jacobian pixels drawn evenly across masks unless 'uniform'; "
-            "damaged ids are per view, so those rows draw each step's pixels from one view; merge: each mask of a view joins another with probability "
-            "p; split: each mask is cut in two by a random line with probability p; noise: that fraction of "
+            "damaged ids are per view, so those rows draw each step's pixels from one view; merge: each mask of "
+            "a view joins another with probability p; split: each mask is cut in two by a random line with probability p; noise: that fraction of "
             f"pixels gets a random id of its view). Machine: {machine()}.\n\n"
             f"`PYTHONPATH=src .venv/bin/python bench/shaping_robustness.py --out {args.out}"
             f"{' --fit-run ' + str(args.fit_run) if args.fit_run else ''} --shape-iterations {args.shape_iterations}`\n")

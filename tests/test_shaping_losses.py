@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,8 +7,6 @@ import torch
 from priors3d.shaping.losses import info_nce, jacobian_cosines, norm_penalty, shaping_loss
 from priors3d.shaping.metrics import segmentation_metrics
 from priors3d.shaping.pairs import adaptive_feature_pairs, corrupt_masks, mask_pairs, positive_ratio
-from pathlib import Path
-
 from priors3d.shaping.shape import ShapeConfig, jacobian_batch, jacobian_pixels
 
 

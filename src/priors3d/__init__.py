@@ -9,8 +9,8 @@ import os
 
 # Large CPU tensors on transparent huge pages: PyTorch's own switch, which torch reads at its first
 # CPU allocation, so it takes effect when priors3d is imported before any tensor is made. With 4 KB
-# pages a training step faults in its freshly mapped memory page by page: on the paper-size VN-DGCNN
-# step 5.6 million page faults and 15 s of kernel time per step (docs/benchmarks.md).
+# pages a training step faults in its freshly mapped memory page by page: about 5.4 million page
+# faults per paper-size VN-DGCNN step, 40 times as many as with huge pages (docs/benchmarks.md).
 # THP_MEM_ALLOC_ENABLE=0 in the environment turns it off.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 

@@ -144,7 +144,7 @@ def shape_field(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig) 
     o, d, near, far = view_rays(scene.train, setup)
     colours = scene.train.images.flatten(1, 2).float()
     n_views, n_pix = o.shape[:2]
-    if not 1 <= cfg.views_per_step <= n_views:
+    if cfg.views_per_step > n_views:  # at least 1 is checked by ShapeConfig
         raise ValueError(f"views_per_step must be in 1..{n_views} (the training views), got {cfg.views_per_step}")
     kwargs = sampling(model, setup)
 
