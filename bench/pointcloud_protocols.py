@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from report import machine, write_section  # noqa: E402
 
-from priors3d.pointcloud.train import ProtocolsConfig, TrainConfig, protocol_table, protocols  # noqa: E402
+from priors3d.pointcloud.train import ProtocolsConfig, TrainConfig, protocol_table, protocols, resolve  # noqa: E402
 from priors3d.runs import RunDir  # noqa: E402
 
 PAIRS = ("z/z", "z/so3", "so3/so3")
@@ -60,14 +60,15 @@ def main() -> None:
              for model in args.models for train_rot in ("z", "so3")]
     what = ("overall accuracy on the test shapes" if args.task == "cls" else
             "instance-average part mIoU (ShapeNetPart convention; the category is given)")
-    d = TrainConfig()
+    d = resolve(TrainConfig(task=args.task))
     text = "\n".join([
         f"## Rotation protocols, {'classification' if args.task == 'cls' else 'part segmentation'}", "",
         table, "",
         f"TRAIN/TEST rotations, {what}. Default sizes of `priors3d pointcloud train`: procedural shapes "
         f"(15 categories, {d.per_class} train / {d.test_per_class} test shapes per category), {d.n_points} points, "
         f"k = {d.k}, widths / {d.width_divisor}, batch {d.batch_size}, {d.epochs} epochs of {d.optimizer} "
-        f"(lr 1e-3, one warm-up epoch, cosine decay), label smoothing {d.label_smoothing}. Each model is trained "
+        f"(lr {d.lr:g}, one warm-up epoch, cosine decay), label smoothing {d.label_smoothing}; VN models project "
+        f"on one learned frame per {d.frame}. Each model is trained "
         "once under z and once under SO(3); z/SO(3) evaluates the z-trained weights on test shapes rotated by "
         "one fixed random rotation each (the same for every model).", "",
         *checks(results), "",

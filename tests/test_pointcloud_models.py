@@ -13,6 +13,8 @@ from torch import nn
 
 from priors3d import check
 from priors3d.pointcloud.models import MODELS, EdgeConv, build_model, is_equivariant
+from priors3d.pointcloud.models.heads import SegmentationHead, classifier
+from priors3d.pointcloud.train import TrainConfig, config_from_json, resolve
 from priors3d.so3 import random_rotation, rotate
 from priors3d.vn import knn
 
@@ -31,12 +33,18 @@ def settle(model: nn.Module, inputs) -> nn.Module:
 
 
 def make(name, task, dtype, seed=0, **kwargs):
+    """A model whose running statistics come from 8 clouds, and a batch of B = 2 of them to test it on.
+
+    Statistics from 2 clouds alone would make per-shape features (one value per cloud) nearly constant in
+    some channels, so that their batch norms divide float32 rounding by a tiny variance.
+    """
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    points = torch.randn(B, N, 3, generator=g, dtype=dtype)
-    inputs = (points,) if task == "cls" else (points, F.one_hot(torch.tensor([1, 3]), CLASSES).to(dtype))
+    points = torch.randn(4 * B, N, 3, generator=g, dtype=dtype)
+    category = F.one_hot(torch.arange(4 * B) % CLASSES, CLASSES).to(dtype)
+    inputs = (points,) if task == "cls" else (points, category)
     model = build_model(name, task, CLASSES, PARTS, k=K, width_divisor=4, **kwargs).to(dtype)
-    return settle(model, inputs), inputs
+    return settle(model, inputs), tuple(x[:B] for x in inputs)
 
 
 def invariance(model, inputs, n=3):
@@ -58,15 +66,17 @@ def test_output_shapes(name, task):
     assert (out[0] - out[1]).norm() > 1e-3 * out.norm()
 
 
+@pytest.mark.parametrize("frame", ["point", "shape"])
 @pytest.mark.parametrize("name,task", [c for c in CASES if is_equivariant(c[0])])
-def test_vn_models_invariant_float64(name, task):
-    model, inputs = make(name, task, torch.float64)
+def test_vn_models_invariant_float64(name, task, frame):
+    model, inputs = make(name, task, torch.float64, frame=frame)
     assert invariance(model, inputs) < 1e-10
 
 
+@pytest.mark.parametrize("frame", ["point", "shape"])
 @pytest.mark.parametrize("name,task", [c for c in CASES if is_equivariant(c[0])])
-def test_vn_models_invariant_float32_same_predictions(name, task):
-    model, inputs = make(name, task, torch.float32)
+def test_vn_models_invariant_float32_same_predictions(name, task, frame):
+    model, inputs = make(name, task, torch.float32, frame=frame)
     assert invariance(model, inputs) < 1e-4
     with torch.no_grad():
         reference = model(*inputs).argmax(-1)
@@ -107,6 +117,38 @@ def test_plain_edgeconv_matches_edge_tensor_formula():
     edges = torch.cat([neighbors - center, center], dim=1)                       # [B, 2C, N, k]
     expected = conv.second(conv.post(torch.einsum("oc,bcnk->bonk", conv.weight, edges))).amax(-1)
     assert torch.allclose(conv(x, index), expected, atol=1e-12)
+
+
+def test_segmentation_head_is_blind_to_the_scale_of_each_input():
+    """The head batch-normalises local and global features separately: rescaling one (as the products of
+    vector norms in VN invariants do) changes nothing in training mode, where without the norms it would."""
+    torch.manual_seed(0)
+    head = SegmentationHead(6, 10, CLASSES, PARTS, dropout=0.0).double().train()
+    local, global_feature = torch.randn(8, 6, N, dtype=torch.float64), torch.randn(8, 10, dtype=torch.float64)
+    category = F.one_hot(torch.arange(8) % CLASSES, CLASSES).double()
+    reference = head(local, global_feature, category)
+    # equal up to batch norm's ε = 1e-5 against variances of order 1 (8 samples): < 1e-4 relative
+    assert torch.allclose(head(local * 300.0, global_feature, category), reference, atol=1e-4)
+    assert torch.allclose(head(local, global_feature * 300.0, category), reference, atol=1e-4)
+    assert not torch.allclose(head(local, global_feature.flip(0), category), reference, atol=1e-2)
+
+
+def test_classifier_is_blind_to_the_scale_of_its_input_channels():
+    torch.manual_seed(0)
+    head = classifier(10, CLASSES, dropout=0.0).double().train()
+    features = torch.randn(8, 10, dtype=torch.float64)
+    scales = torch.logspace(0, 4, 10, dtype=torch.float64)  # per channel, as VN invariants differ
+    assert torch.allclose(head(features * scales), head(features), atol=1e-4)
+
+
+def test_frame_and_lr_defaults_and_old_runs_keep_theirs():
+    assert resolve(TrainConfig(task="cls")).frame == "point"
+    assert resolve(TrainConfig(task="seg")).frame == "shape"
+    assert resolve(TrainConfig(task="seg", frame="point")).frame == "point"
+    assert resolve(TrainConfig(task="seg", paper=True)).frame == "point"
+    old_run = config_from_json({"task": "seg", "lr": None})
+    assert (old_run.frame, old_run.lr) == ("point", 1e-3)
+    assert resolve(TrainConfig()).lr == 1e-2 and resolve(TrainConfig(paper=True)).lr == 0.1
 
 
 def test_bad_inputs_raise():

@@ -87,14 +87,20 @@ def test_hard_max_pool_is_equivariant_away_from_ties(dtype, shape):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @PROPERTY
-@given(shape=shapes, orthonormal=st.booleans())
-def test_invariant_layer(dtype, shape, orthonormal):
+@given(shape=shapes, orthonormal=st.booleans(), frame=st.sampled_from(vn.invariant.FRAMES))
+def test_invariant_layer(dtype, shape, orthonormal, frame):
     b, c, n, seed = shape
     torch.manual_seed(seed)
-    layer = vn.VNInvariant(c, orthonormal=orthonormal).to(dtype).eval()
+    layer = vn.VNInvariant(c, orthonormal=orthonormal, frame=frame).to(dtype).eval()
     x = _features(b, c, n, seed, dtype)
     assert check.invariance_error(lambda v: layer(v)[0], x, n_rotations=3) < TOL[dtype]
     assert check.equivariance_error(lambda v: layer(v)[1], x, n_rotations=3) < TOL[dtype]
+    frames = layer(x)[1]
+    spread = (frames - frames[..., :1]).abs().amax()
+    if frame == "shape":  # one frame shared by every point
+        assert spread == 0
+    else:  # per-point frames differ between points
+        assert spread > 1e-3 * frames.abs().amax()
     if orthonormal:
         frame = layer(x)[1].movedim(-1, 1).reshape(-1, 3, 3)  # [B*N, 3 vectors, 3]
         eye = torch.eye(3, dtype=dtype).expand_as(frame)

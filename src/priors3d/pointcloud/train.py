@@ -40,13 +40,14 @@ from priors3d.pointcloud.metrics import (
     restricted_prediction,
     segmentation_metrics,
 )
-from priors3d.pointcloud.models import build_model
+from priors3d.pointcloud.models import DEFAULT_FRAME, build_model
 from priors3d.runs import RunDir, atomic_write, save_figure, save_json, seed_everything
 from priors3d.so3 import parse_protocol_pair, rotations_for_protocol
 
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-2}
 ModelName = Literal["vn_pointnet", "vn_dgcnn", "pointnet", "dgcnn"]
 PAPER = dict(n_points=1024, k=None, width_divisor=1, batch_size=32, epochs=250, per_class=None, test_per_class=None,
-             optimizer="sgd")
+             optimizer="sgd", frame="point")
 
 
 @dataclasses.dataclass
@@ -68,11 +69,15 @@ class TrainConfig:
     """Neighbours (None: the papers' 20 for cls, 40 for seg)."""
     pooling: Literal["mean", "max", "softmax"] = "mean"
     """How VN models pool over neighbours."""
+    frame: Literal["point", "shape"] | None = None
+    """VN models' invariant layer: one learned frame per point (the reference) or one per shape (None: point
+    for cls, shape for seg, where per-point frames keep VN part models at the category prior; see
+    docs/pointcloud.md)."""
     width_divisor: int = 2
     """Divide every channel width (1 = the papers' widths)."""
     paper: bool = False
-    """Paper recipe: 1024 points, paper k, full widths, batch 32, 250 epochs of SGD, the full data set (overrides
-    those)."""
+    """Paper recipe: 1024 points, paper k, full widths, per-point frames, batch 32, 250 epochs of SGD, the full data
+    set (overrides those)."""
     batch_size: int = 16
     """Per process."""
     epochs: int = 10
@@ -80,7 +85,7 @@ class TrainConfig:
     """adam suits the short default budget; sgd (0.1, momentum 0.9) is the reference recipe, which ``paper`` uses:
     at the default budget it trains VN-DGCNN far slower (see docs/pointcloud.md)."""
     lr: float | None = None
-    """Peak learning rate (None: 0.1 for SGD, 1e-3 for Adam); cosine decay to lr / 100, stepped every batch."""
+    """Peak learning rate (None: 0.1 for SGD, 1e-2 for Adam); cosine decay to lr / 100, stepped every batch."""
     warmup_epochs: float = 1.0
     """Linear warm-up from lr / 100 to lr over this many epochs (0: none); keeps SGD 0.1 from diverging early."""
     momentum: float = 0.9
@@ -139,6 +144,10 @@ def resolve(config: TrainConfig) -> TrainConfig:
     if config.paper:
         config = dataclasses.replace(config, paper=False, **PAPER)
     parse_protocol_pair(config.rotation)
+    if config.frame is None:
+        config = dataclasses.replace(config, frame=DEFAULT_FRAME[config.task])
+    if config.lr is None:
+        config = dataclasses.replace(config, lr=DEFAULT_LR[config.optimizer])
     for name in ("n_points", "batch_size", "epochs", "eval_every", "width_divisor"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
@@ -154,7 +163,9 @@ def config_from_json(values: dict[str, Any]) -> TrainConfig:
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"config.json has unknown training options {unknown}")
-    values = dict(values)
+    values = {"frame": "point"} | values  # runs recorded before the option existed used per-point frames
+    if values.get("lr") is None:  # ... and, for Adam, the earlier default lr
+        values["lr"] = {"sgd": 0.1, "adam": 1e-3}[values.get("optimizer", "adam")]
     for name in ("root", "out"):
         if values.get(name) is not None:
             values[name] = Path(values[name])
@@ -225,12 +236,11 @@ def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tenso
 
 def make_optimizer(config: TrainConfig, model: nn.Module, steps_per_epoch: int):
     """SGD (momentum, weight decay) or Adam; per-batch schedule: linear warm-up, then cosine decay to lr / 100."""
+    lr = DEFAULT_LR[config.optimizer] if config.lr is None else config.lr
     if config.optimizer == "sgd":
-        lr = 0.1 if config.lr is None else config.lr
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
     else:
-        lr = 1e-3 if config.lr is None else config.lr
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     total = config.epochs * steps_per_epoch
     warmup = min(round(config.warmup_epochs * steps_per_epoch), total - 1)
@@ -363,7 +373,7 @@ def fit(config: TrainConfig, context: distributed.DistContext) -> tuple[nn.Modul
     num_classes = train_set.num_classes
     seg_classes = seg_table(train_set) if config.task == "seg" else None
     model = build_model(config.model, config.task, num_classes, train_set.num_parts or None, k=config.k,
-                        pooling=config.pooling, width_divisor=config.width_divisor).to(context.device)
+                        pooling=config.pooling, width_divisor=config.width_divisor, frame=config.frame).to(context.device)
 
     ddp_model = distributed.wrap(model, context)
     sampler = DistributedSampler(train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True,
@@ -441,7 +451,7 @@ def load_run(run_dir: Path, device: torch.device) -> tuple[TrainConfig, nn.Modul
         raise FileNotFoundError(f"{run.path('checkpoint.pt')} not found: the run has not finished an epoch")
     test_set = load_split(dataclasses.replace(config, progress=False), "test")
     model = build_model(config.model, config.task, test_set.num_classes, test_set.num_parts or None, k=config.k,
-                        pooling=config.pooling, width_divisor=config.width_divisor)
+                        pooling=config.pooling, width_divisor=config.width_divisor, frame=config.frame)
     model.load_state_dict(checkpoint["model"])
     return config, model.to(device).eval(), test_set
 

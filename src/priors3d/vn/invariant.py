@@ -8,6 +8,8 @@ from torch import Tensor, nn
 from .layers import VNLinear, VNLinearLeakyReLU, vn_linear
 from .layout import EPS, check_features, dot
 
+FRAMES = ("point", "shape")
+
 
 def _unit(v: Tensor) -> Tensor:
     """``v / ‖v‖`` over dim 1 of ``[B, 3, ...]``: exactly unit above ``ε``, finite (with gradient) at zero."""
@@ -43,12 +45,19 @@ class VNInvariant(nn.Module):
     the frame ``T [B, 3, 3, ...]`` (three vectors per point), which rotates with the input, so the
     features ``[B, C', 3, ...]`` (``C'`` = channels used; the xyz dimension now indexes the three frame
     vectors) do not change under rotation. Returns ``(features, frame)``.
+
+    ``frame="point"`` (the reference) keeps one frame per point; ``"shape"`` averages the MLP's frame
+    vectors over the last dimension (before any orthonormalisation), so that every point is expressed in
+    one frame of the whole shape (still equivariant: a mean of equivariant vectors). The returned frame
+    keeps its ``[B, 3, 3, N, ...]`` shape either way.
     """
 
     def __init__(self, channels: int, concat_mean: bool = True, orthonormal: bool = True,
-                 negative_slope: float = 0.2, batchnorm: bool = True):
+                 negative_slope: float = 0.2, batchnorm: bool = True, frame: str = "point"):
         super().__init__()
-        self.channels, self.concat_mean, self.orthonormal = channels, concat_mean, orthonormal
+        if frame not in FRAMES:
+            raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
+        self.channels, self.concat_mean, self.orthonormal, self.frame = channels, concat_mean, orthonormal, frame
         width = 2 * channels if concat_mean else channels
         # at least 3 hidden vectors: fewer would span less than 3D and give a degenerate frame
         hidden1, hidden2 = max(width // 2, 3), max(width // 4, 3)
@@ -60,9 +69,10 @@ class VNInvariant(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_features(x, self.channels, type(self).__name__)
+        if (self.concat_mean or self.frame == "shape") and x.ndim < 4:
+            raise ValueError(f"VNInvariant(concat_mean={self.concat_mean}, frame={self.frame!r}) needs points: "
+                             f"[B, C, 3, N, ...], got {list(x.shape)}")
         if self.concat_mean:
-            if x.ndim < 4:
-                raise ValueError(f"VNInvariant(concat_mean=True) needs points: [B, C, 3, N, ...], got {list(x.shape)}")
             mean = x.mean(-1, keepdim=True)
             first, rest = self.frame_mlp[0], self.frame_mlp[1:]
             weight, c = first.weight, self.channels
@@ -71,6 +81,8 @@ class VNInvariant(nn.Module):
             x = torch.cat([x, mean.expand_as(x)], dim=1)
         else:
             frame = self.frame_mlp(x)
+        if self.frame == "shape":
+            frame = frame.mean(-1, keepdim=True).expand_as(frame)
         if self.orthonormal:
             frame = orthonormalize(frame)
         return frame_coordinates(x, frame), frame

@@ -23,9 +23,10 @@ from .vn_pointnet import VNPointNetCls, VNPointNetEncoder, VNPointNetSeg
 MODELS = ("vn_pointnet", "vn_dgcnn", "pointnet", "dgcnn")
 TASKS = ("cls", "seg")
 DEFAULT_K = {"cls": 20, "seg": 40}
+DEFAULT_FRAME = {"cls": "point", "seg": "shape"}
 POOLINGS = ("mean", "max", "softmax")
 
-__all__ = ["DEFAULT_K", "DGCNNCls", "DGCNNSeg", "EdgeConv", "MODELS", "NeighborPool", "POOLINGS", "PointNetCls",
+__all__ = ["DEFAULT_FRAME", "DEFAULT_K", "DGCNNCls", "DGCNNSeg", "EdgeConv", "MODELS", "NeighborPool", "POOLINGS", "PointNetCls",
            "PointNetSeg", "SegmentationHead", "TASKS", "VNDGCNNCls", "VNDGCNNSeg", "VNPointNetCls",
            "VNPointNetEncoder", "VNPointNetSeg", "build_model", "classifier", "is_equivariant", "max_mean_pool",
            "project_on_frame"]
@@ -38,7 +39,7 @@ def is_equivariant(name: str) -> bool:
 
 def build_model(name: str, task: str = "cls", num_classes: int = 40, num_parts: int | None = None,
                 k: int | None = None, pooling: str = "mean", width_divisor: int = 1,
-                dropout: float | None = None, recompute: bool = True) -> nn.Module:
+                dropout: float | None = None, recompute: bool = True, frame: str | None = None) -> nn.Module:
     """A model by name.
 
     Args:
@@ -51,6 +52,10 @@ def build_model(name: str, task: str = "cls", num_classes: int = 40, num_parts: 
         dropout: head dropout (default 0.4 for PointNet classifiers, 0.5 otherwise).
         recompute: VN models keep only their EdgeConvs' inputs for the backward pass and recompute the
             ``[B, C, 3, N, k]`` edge tensors there (same values and gradients, less memory, some time).
+        frame: VN models' invariant layer: ``point`` (one learned frame per point, the reference) or
+            ``shape`` (the frame averaged over the points; see :class:`priors3d.vn.VNInvariant`); default
+            ``point`` for ``cls``, ``shape`` for ``seg`` (per-point frames keep part models at the category
+            prior for many epochs, docs/pointcloud.md).
     """
     if name not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {name!r}")
@@ -63,12 +68,13 @@ def build_model(name: str, task: str = "cls", num_classes: int = 40, num_parts: 
     if task == "seg" and not num_parts:
         raise ValueError("task='seg' needs num_parts (the number of part labels)")
     k = DEFAULT_K[task] if k is None else k
+    frame = DEFAULT_FRAME[task] if frame is None else frame
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
     if dropout is None:
         dropout = 0.4 if (name.endswith("pointnet") and task == "cls") else 0.5
     common = dict(width_divisor=width_divisor, dropout=dropout)
-    vn = dict(k=k, pooling=pooling, recompute=recompute, **common)
+    vn = dict(k=k, pooling=pooling, recompute=recompute, frame=frame, **common)
     if task == "cls":
         return {"vn_pointnet": lambda: VNPointNetCls(num_classes, **vn),
                 "vn_dgcnn": lambda: VNDGCNNCls(num_classes, **vn),

@@ -32,8 +32,13 @@ def max_mean_pool(x: Tensor) -> Tensor:
 
 def classifier(in_features: int, num_classes: int, hidden: tuple[int, ...] = (512, 256),
                dropout: float = 0.5, negative_slope: float = 0.2) -> nn.Sequential:
-    """MLP ``in → hidden… → classes`` with batch norm, LeakyReLU and dropout: ``[B, in]`` → ``[B, classes]``."""
-    layers: list[nn.Module] = []
+    """MLP ``in → hidden… → classes`` with batch norm, LeakyReLU and dropout: ``[B, in]`` → ``[B, classes]``.
+
+    The input is batch-normalised first: a VN model's invariants are products of two vector norms whose
+    scales differ by orders of magnitude between channels; unnormalised, they slow training down
+    (docs/pointcloud.md).
+    """
+    layers: list[nn.Module] = [nn.BatchNorm1d(in_features)]
     for width in hidden:
         layers += [nn.Linear(in_features, width, bias=False), nn.BatchNorm1d(width),
                    nn.LeakyReLU(negative_slope), nn.Dropout(dropout)]
@@ -51,9 +56,13 @@ class SegmentationHead(nn.Module):
     """Per-point part logits from per-point features, a global feature and the object category.
 
     ``local [B, C, N]``, ``global_feature [B, G]``, ``category [B, K]`` (one-hot) → ``[B, N, parts]``.
-    The category is embedded by a linear layer (64 channels), global feature and embedding are copied
-    to every point and concatenated with ``local``; a shared MLP ``256 → 256 → 128 → parts`` (batch
-    norm, LeakyReLU, dropout after the first two layers) gives the logits, as in DGCNN's part model.
+    ``local`` and ``global_feature`` are batch-normalised first, each on its own: the invariants of a VN
+    model are products of two vector norms, and unnormalised, the per-shape global part outweighs the
+    per-point part by two orders of magnitude at initialisation, so that training first learns the
+    category prior (docs/pointcloud.md). The category is embedded by a linear layer (64 channels),
+    global feature and embedding are copied to every point and concatenated with ``local``; a shared MLP
+    ``256 → 256 → 128 → parts`` (batch norm, LeakyReLU, dropout after the first two layers) gives the
+    logits, as in DGCNN's part model.
     """
 
     def __init__(self, local_channels: int, global_channels: int, num_classes: int, num_parts: int,
@@ -61,6 +70,7 @@ class SegmentationHead(nn.Module):
                  negative_slope: float = 0.2, category_channels: int = 64):
         super().__init__()
         self.num_classes = num_classes
+        self.norm_local, self.norm_global = nn.BatchNorm1d(local_channels), nn.BatchNorm1d(global_channels)
         self.embed = nn.Sequential(nn.Linear(num_classes, category_channels, bias=False),
                                    nn.BatchNorm1d(category_channels), nn.LeakyReLU(negative_slope))
         layers: list[nn.Module] = []
@@ -77,8 +87,8 @@ class SegmentationHead(nn.Module):
         if category.ndim != 2 or category.shape != (local.shape[0], self.num_classes):
             raise ValueError(f"category must be one-hot [B={local.shape[0]}, {self.num_classes}], "
                              f"got {list(category.shape)}")
-        context = torch.cat([global_feature, self.embed(category.to(local.dtype))], dim=1)
-        x = torch.cat([context.unsqueeze(-1).expand(-1, -1, local.shape[-1]), local], dim=1)
+        context = torch.cat([self.norm_global(global_feature), self.embed(category.to(local.dtype))], dim=1)
+        x = torch.cat([context.unsqueeze(-1).expand(-1, -1, local.shape[-1]), self.norm_local(local)], dim=1)
         return self.mlp(x).transpose(1, 2)
 
 

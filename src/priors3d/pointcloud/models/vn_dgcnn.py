@@ -62,7 +62,7 @@ class VNDGCNNCls(nn.Module):
     """
 
     def __init__(self, num_classes: int, k: int = 20, pooling: str = "mean", width_divisor: int = 1,
-                 dropout: float = 0.5, negative_slope: float = 0.2, recompute: bool = True):
+                 dropout: float = 0.5, negative_slope: float = 0.2, recompute: bool = True, frame: str = "point"):
         super().__init__()
         self.k = k
         w21, w42, w85, w341 = (vn_width(c, width_divisor) for c in (21, 42, 85, 341))
@@ -72,7 +72,8 @@ class VNDGCNNCls(nn.Module):
                        recompute=recompute and c_out > w21)
             for c_in, c_out in widths)
         self.conv5 = VNLinearLeakyReLU(sum(c for _, c in widths), w341, negative_slope, share_nonlinearity=True)
-        self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope)
+        self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope,
+                                     frame=frame)
         self.head = classifier(2 * 3 * 2 * w341, num_classes, dropout=dropout, negative_slope=negative_slope)
 
     def forward(self, points: Tensor) -> Tensor:
@@ -93,7 +94,7 @@ class VNDGCNNSeg(nn.Module):
     """
 
     def __init__(self, num_classes: int, num_parts: int, k: int = 40, pooling: str = "mean",
-                 width_divisor: int = 1, dropout: float = 0.5, negative_slope: float = 0.2, recompute: bool = True):
+                 width_divisor: int = 1, dropout: float = 0.5, negative_slope: float = 0.2, recompute: bool = True, frame: str = "point"):
         super().__init__()
         self.k = k
         w21, w341 = vn_width(21, width_divisor), vn_width(341, width_divisor)
@@ -109,7 +110,8 @@ class VNDGCNNSeg(nn.Module):
             VNEdgeConv(w21, w21, negative_slope, pool=pool(False), recompute=recompute),
         ])
         self.conv6 = VNLinearLeakyReLU(3 * w21, w341, negative_slope, share_nonlinearity=True)
-        self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope)
+        self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope,
+                                     frame=frame)
         self.head = SegmentationHead(3 * 3 * w21, 2 * 3 * w341, num_classes, num_parts,
                                      dropout=dropout, negative_slope=negative_slope)
 

@@ -28,7 +28,7 @@ class VNPointNetEncoder(nn.Module):
     """
 
     def __init__(self, k: int = 20, pooling: str = "mean", width_divisor: int = 1, negative_slope: float = 0.0,
-                 recompute: bool = True):
+                 recompute: bool = True, frame: str = "point"):
         super().__init__()
         self.k = k
         w21, w42, w341 = (vn_width(c, width_divisor) for c in (21, 42, 341))
@@ -38,7 +38,8 @@ class VNPointNetEncoder(nn.Module):
         self.conv2 = VNLinearLeakyReLU(2 * w21, w42, negative_slope)
         self.conv3 = VNLinear(w42, w341)
         self.bn3 = VNBatchNorm(w341)
-        self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope)
+        self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope,
+                                     frame=frame)
         self.local_channels, self.invariant_channels = w21 + w42, 2 * w341
 
     def forward(self, points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -57,9 +58,9 @@ class VNPointNetCls(nn.Module):
     """
 
     def __init__(self, num_classes: int, k: int = 20, pooling: str = "mean", width_divisor: int = 1,
-                 dropout: float = 0.4, recompute: bool = True):
+                 dropout: float = 0.4, recompute: bool = True, frame: str = "point"):
         super().__init__()
-        self.encoder = VNPointNetEncoder(k, pooling, width_divisor, recompute=recompute)
+        self.encoder = VNPointNetEncoder(k, pooling, width_divisor, recompute=recompute, frame=frame)
         self.head = classifier(3 * self.encoder.invariant_channels, num_classes, dropout=dropout, negative_slope=0.0)
 
     def forward(self, points: Tensor) -> Tensor:
@@ -75,9 +76,9 @@ class VNPointNetSeg(nn.Module):
     """
 
     def __init__(self, num_classes: int, num_parts: int, k: int = 40, pooling: str = "mean",
-                 width_divisor: int = 1, dropout: float = 0.5, recompute: bool = True):
+                 width_divisor: int = 1, dropout: float = 0.5, recompute: bool = True, frame: str = "point"):
         super().__init__()
-        self.encoder = VNPointNetEncoder(k, pooling, width_divisor, recompute=recompute)
+        self.encoder = VNPointNetEncoder(k, pooling, width_divisor, recompute=recompute, frame=frame)
         self.head = SegmentationHead(3 * self.encoder.local_channels, 3 * self.encoder.invariant_channels,
                                      num_classes, num_parts, dropout=dropout, negative_slope=0.0)
 
