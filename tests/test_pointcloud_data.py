@@ -379,9 +379,9 @@ def test_augmentations_other_than_rotation_do_not_depend_on_the_protocol():
     points = torch.randn(4, 64, 3, dtype=torch.float64)
     distances = {}
     for protocol in ("none", "z", "so3"):
-        config = T.AugmentConfig(rotation=protocol, jitter_sigma=0.0, shift=0.1, dropout=0.2)
+        config = T.AugmentConfig(rotation=protocol, jitter_sigma=0.05, shift=0.1, dropout=0.2)
         out = T.augment({"points": points.clone()}, config, torch.Generator().manual_seed(3))["points"]
-        distances[protocol] = torch.cdist(out, out)  # rotation-invariant; scale, shift, dropout and order are not
+        distances[protocol] = torch.cdist(out, out)  # rotation-invariant; scale, shift, jitter, dropout, order are not
     assert not torch.allclose(distances["none"], torch.cdist(points, points))
     for protocol in ("z", "so3"):
         # rotations are drawn in float32: distances agree to float32 rounding, not to float64's

@@ -14,7 +14,7 @@ from torch import nn
 from priors3d import check
 from priors3d.pointcloud.models import MODELS, EdgeConv, build_model, is_equivariant
 from priors3d.pointcloud.models.heads import SegmentationHead, classifier
-from priors3d.pointcloud.train import TrainConfig, config_from_json, resolve
+from priors3d.pointcloud.train import TrainConfig, resolve
 from priors3d.so3 import random_rotation, rotate
 from priors3d.vn import knn
 
@@ -141,13 +141,11 @@ def test_classifier_is_blind_to_the_scale_of_its_input_channels():
     assert torch.allclose(head(features * scales), head(features), atol=1e-4)
 
 
-def test_frame_and_lr_defaults_and_old_runs_keep_theirs():
+def test_frame_and_lr_defaults():
     assert resolve(TrainConfig(task="cls")).frame == "point"
     assert resolve(TrainConfig(task="seg")).frame == "shape"
     assert resolve(TrainConfig(task="seg", frame="point")).frame == "point"
     assert resolve(TrainConfig(task="seg", paper=True)).frame == "point"
-    old_run = config_from_json({"task": "seg", "lr": None})
-    assert (old_run.frame, old_run.lr) == ("point", 1e-3)
     assert resolve(TrainConfig()).lr == 1e-2 and resolve(TrainConfig(paper=True)).lr == 0.1
 
 

@@ -101,6 +101,12 @@ def test_train_writes_run_and_resumes(cache, tmp_path):
     assert again["oa"] == pytest.approx(records[-1]["test/oa"])
     assert (out / "eval-so3.json").is_file()
 
+    config = json.loads((out / "config.json").read_text())
+    config["config"]["width_divisor"] = 4  # no longer the architecture the checkpoint holds
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="checkpoint.pt does not fit the VNPointNetCls"):
+        evaluate_run(EvalConfig(run=out, device="cpu"))
+
 
 def test_segmentation_run_writes_pictures(cache, tmp_path):
     out = tmp_path / "seg"

@@ -82,8 +82,8 @@ class TrainConfig:
     """Per process."""
     epochs: int = 10
     optimizer: Literal["sgd", "adam"] = "adam"
-    """adam suits the short default budget; sgd (0.1, momentum 0.9) is the reference recipe, which ``paper`` uses:
-    at the default budget it trains VN-DGCNN far slower (see docs/pointcloud.md)."""
+    """adam suits the short default budget (docs/pointcloud.md); sgd (0.1, momentum 0.9) is the reference recipe
+    for 250 epochs, which ``paper`` uses."""
     lr: float | None = None
     """Peak learning rate (None: 0.1 for SGD, 1e-2 for Adam); cosine decay to lr / 100, stepped every batch."""
     warmup_epochs: float = 1.0
@@ -163,9 +163,7 @@ def config_from_json(values: dict[str, Any]) -> TrainConfig:
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"config.json has unknown training options {unknown}")
-    values = {"frame": "point"} | values  # runs recorded before the option existed used per-point frames
-    if values.get("lr") is None:  # ... and, for Adam, the earlier default lr
-        values["lr"] = {"sgd": 0.1, "adam": 1e-3}[values.get("optimizer", "adam")]
+    values = dict(values)
     for name in ("root", "out"):
         if values.get(name) is not None:
             values[name] = Path(values[name])
@@ -389,7 +387,7 @@ def fit(config: TrainConfig, context: distributed.DistContext) -> tuple[nn.Modul
     start_epoch = 0
     checkpoint = run.load_checkpoint() if config.resume else None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        load_weights(model, checkpoint["model"], run.path("checkpoint.pt"))
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         start_epoch = checkpoint["epoch"]
@@ -439,6 +437,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
         distributed.cleanup(context)
 
 
+def load_weights(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
+    """``model.load_state_dict(state)``, with an error that names the checkpoint when they do not match."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"{path} does not fit the {type(model).__name__} that the run's config.json describes "
+                         f"(a checkpoint of an earlier priors3d version?): {error}") from None
+
+
 def load_run(run_dir: Path, device: torch.device) -> tuple[TrainConfig, nn.Module, Any]:
     """A finished run's config, model (weights loaded, eval mode) and test split."""
     run = RunDir(run_dir)
@@ -452,7 +459,7 @@ def load_run(run_dir: Path, device: torch.device) -> tuple[TrainConfig, nn.Modul
     test_set = load_split(dataclasses.replace(config, progress=False), "test")
     model = build_model(config.model, config.task, test_set.num_classes, test_set.num_parts or None, k=config.k,
                         pooling=config.pooling, width_divisor=config.width_divisor, frame=config.frame)
-    model.load_state_dict(checkpoint["model"])
+    load_weights(model, checkpoint["model"], run.path("checkpoint.pt"))
     return config, model.to(device).eval(), test_set
 
 

@@ -129,11 +129,12 @@ class AugmentConfig:
 
 def augment(batch: Batch, config: AugmentConfig, generator: torch.Generator | None = None,
             up_axis: str = "z") -> Batch:
-    """Dropout, scale, shift, rotation about ``up_axis`` (see :class:`AugmentConfig`), jitter, shuffle.
+    """Dropout, scale, shift, jitter, rotation about ``up_axis`` (see :class:`AugmentConfig`), shuffle.
 
-    Rotations come from their own random stream (seeded by one draw from ``generator``), so every other
-    augmentation is the same whatever the rotation protocol: an invariant model then trains identically
-    under ``z`` and ``so3`` up to rounding.
+    Rotations come from their own random stream (seeded by one draw from ``generator``) and act last but
+    for the shuffle, so every other augmentation is the same whatever the rotation protocol, jitter
+    included (added after the rotation, the same noise would turn with it): an invariant model then
+    trains identically under ``z`` and ``so3`` up to rounding.
     """
     rotation_seed = int(torch.randint(2**62, (), generator=generator))
     if config.dropout > 0:
@@ -142,9 +143,9 @@ def augment(batch: Batch, config: AugmentConfig, generator: torch.Generator | No
         batch = random_scale(batch, config.scale_low, config.scale_high, generator, config.anisotropic)
     if config.shift > 0:
         batch = random_shift(batch, config.shift, generator)
-    batch = random_rotate(batch, config.rotation, torch.Generator().manual_seed(rotation_seed), up_axis)
     if config.jitter_sigma > 0:
         batch = jitter(batch, config.jitter_sigma, config.jitter_clip, generator)
+    batch = random_rotate(batch, config.rotation, torch.Generator().manual_seed(rotation_seed), up_axis)
     if config.shuffle:
         batch = shuffle_points(batch, generator)
     return batch
