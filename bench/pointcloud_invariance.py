@@ -88,7 +88,8 @@ def measure(run: Path, n_rotations: int, seed: int, dtype: torch.dtype) -> dict:
             over += int((change > LIMIT).sum())
             over_flipped += int(((change > LIMIT) & changed_neighbours(reference_graphs, graphs)).sum())
             worst = torch.maximum(worst, change)
-            same &= (predictions(logits, rotated, config.task, seg_classes) == predicted).reshape(len(same), -1).all(1)
+            unchanged = predictions(logits, rotated, config.task, seg_classes) == predicted
+            same &= unchanged.reshape(len(same), -1).all(1)
         errors.append(worst)
         stable.append(same)
     errors, stable = torch.cat(errors), torch.cat(stable)
@@ -117,10 +118,11 @@ def main() -> None:
               for r in rows]
     met = all(r["max"] <= LIMIT and r["stable"] == 1.0 for r in rows if r["dtype"] == "float32")
     lines += ["", f"Eval mode; each test shape is compared with {args.rotations} uniform random rotations "
-              f"of itself (seed {args.seed}); the relative change is `‖f(x R) − f(x)‖ / ‖f(x)‖` over the shape's "
-              "logits (class scores, or every point's part scores), worst over rotations, then worst or median "
-              f"over shapes; predictions are classes, or every point's part among its category's. Target: at "
-              f"most {LIMIT:g} in float32 and identical predictions on every shape: **{'met' if met else 'NOT met'}**.", "",
+              f"of itself (seed {args.seed}); the relative change is `‖f(x R) − f(x)‖ / ‖f(x)‖` over the "
+              "shape's logits (class scores, or every point's part scores), worst over rotations, then worst or "
+              "median over shapes; predictions are classes, or every point's part among its category's. Target: "
+              f"at most {LIMIT:g} in float32 and identical predictions on every shape: "
+              f"**{'met' if met else 'NOT met'}**.", "",
               f"Machine: {machine()}.", "",
               f"`PYTHONPATH=src .venv/bin/python bench/pointcloud_invariance.py"
               f"{f' --threads {args.threads}' if args.threads else ''}`"]

@@ -370,8 +370,7 @@ def fit(config: TrainConfig, context: distributed.DistContext) -> tuple[nn.Modul
     _, test_protocol = parse_protocol_pair(config.rotation)
     num_classes = train_set.num_classes
     seg_classes = seg_table(train_set) if config.task == "seg" else None
-    model = build_model(config.model, config.task, num_classes, train_set.num_parts or None, k=config.k,
-                        pooling=config.pooling, width_divisor=config.width_divisor, frame=config.frame).to(context.device)
+    model = build_run_model(config, train_set).to(context.device)
 
     ddp_model = distributed.wrap(model, context)
     sampler = DistributedSampler(train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True,
@@ -437,6 +436,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
         distributed.cleanup(context)
 
 
+def build_run_model(config: TrainConfig, dataset) -> nn.Module:
+    """The model a run's (resolved) config describes, sized for ``dataset``'s classes and parts."""
+    return build_model(config.model, config.task, dataset.num_classes, dataset.num_parts or None, k=config.k,
+                       pooling=config.pooling, width_divisor=config.width_divisor, frame=config.frame)
+
+
 def load_weights(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
     """``model.load_state_dict(state)``, with an error that names the checkpoint when they do not match."""
     try:
@@ -457,8 +462,7 @@ def load_run(run_dir: Path, device: torch.device) -> tuple[TrainConfig, nn.Modul
     if checkpoint is None:
         raise FileNotFoundError(f"{run.path('checkpoint.pt')} not found: the run has not finished an epoch")
     test_set = load_split(dataclasses.replace(config, progress=False), "test")
-    model = build_model(config.model, config.task, test_set.num_classes, test_set.num_parts or None, k=config.k,
-                        pooling=config.pooling, width_divisor=config.width_divisor, frame=config.frame)
+    model = build_run_model(config, test_set)
     load_weights(model, checkpoint["model"], run.path("checkpoint.pt"))
     return config, model.to(device).eval(), test_set
 

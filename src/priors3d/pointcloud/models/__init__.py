@@ -26,8 +26,8 @@ DEFAULT_K = {"cls": 20, "seg": 40}
 DEFAULT_FRAME = {"cls": "point", "seg": "shape"}
 POOLINGS = ("mean", "max", "softmax")
 
-__all__ = ["DEFAULT_FRAME", "DEFAULT_K", "DGCNNCls", "DGCNNSeg", "EdgeConv", "MODELS", "NeighborPool", "POOLINGS", "PointNetCls",
-           "PointNetSeg", "SegmentationHead", "TASKS", "VNDGCNNCls", "VNDGCNNSeg", "VNPointNetCls",
+__all__ = ["DEFAULT_FRAME", "DEFAULT_K", "DGCNNCls", "DGCNNSeg", "EdgeConv", "MODELS", "NeighborPool", "POOLINGS",
+           "PointNetCls", "PointNetSeg", "SegmentationHead", "TASKS", "VNDGCNNCls", "VNDGCNNSeg", "VNPointNetCls",
            "VNPointNetEncoder", "VNPointNetSeg", "build_model", "classifier", "is_equivariant", "max_mean_pool",
            "project_on_frame"]
 

@@ -90,11 +90,13 @@ class VNDGCNNSeg(nn.Module):
     Three EdgeConvs of 21 channels (the first two followed by a second VN layer on the edges before
     pooling, as in DGCNN's part model), ``VNLinearLeakyReLU(63 → 341)``, the invariant layer on
     ``[x, mean x]``; the global feature is the max over points of its 2046 invariants, and the
-    per-point features (the 63 EdgeConv vectors) are projected on the learned per-point frame.
+    per-point features (the 63 EdgeConv vectors) are projected on the learned frame: one per shape by
+    default, one per point (the reference) with ``frame="point"``.
     """
 
     def __init__(self, num_classes: int, num_parts: int, k: int = 40, pooling: str = "mean",
-                 width_divisor: int = 1, dropout: float = 0.5, negative_slope: float = 0.2, recompute: bool = True, frame: str = "point"):
+                 width_divisor: int = 1, dropout: float = 0.5, negative_slope: float = 0.2, recompute: bool = True,
+                 frame: str = "shape"):
         super().__init__()
         self.k = k
         w21, w341 = vn_width(21, width_divisor), vn_width(341, width_divisor)

@@ -72,11 +72,12 @@ class VNPointNetSeg(nn.Module):
     """VN-PointNet part segmentation: points ``[B, N, 3]``, category ``[B, K]`` → ``[B, N, parts]``.
 
     The global feature is the max over points of the invariants; the per-point features are the
-    encoder's local VN features projected on the learned per-point frame.
+    encoder's local VN features projected on the learned frame: one per shape by default, one per point (the
+    reference) with ``frame="point"``.
     """
 
     def __init__(self, num_classes: int, num_parts: int, k: int = 40, pooling: str = "mean",
-                 width_divisor: int = 1, dropout: float = 0.5, recompute: bool = True, frame: str = "point"):
+                 width_divisor: int = 1, dropout: float = 0.5, recompute: bool = True, frame: str = "shape"):
         super().__init__()
         self.encoder = VNPointNetEncoder(k, pooling, width_divisor, recompute=recompute, frame=frame)
         self.head = SegmentationHead(3 * self.encoder.local_channels, 3 * self.encoder.invariant_channels,
