@@ -29,6 +29,12 @@ def _per_channel(v: Tensor, ndim: int) -> Tensor:
     return v.view(1, -1, *([1] * (ndim - 2)))
 
 
+def _scale(n: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``m / n``: the batch-normalised norm over the norm, ``[B, C, ...]``."""
+    xhat = (n - _per_channel(mean, n.ndim)).mul_(_per_channel(inv_std, n.ndim))
+    return xhat.mul_(_per_channel(weight, n.ndim)).add_(_per_channel(bias, n.ndim)).div_(n)
+
+
 class _BatchNormLeakyReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, both, channels, weight, bias, running_mean, running_var, training, momentum, bn_eps, slope,
@@ -46,8 +52,7 @@ class _BatchNormLeakyReLU(torch.autograd.Function):
         else:
             mean, var = running_mean, running_var
         inv_std = torch.rsqrt(var + bn_eps)
-        xhat = (n - _per_channel(mean, n.ndim)) * _per_channel(inv_std, n.ndim)
-        scale = (xhat * _per_channel(weight, n.ndim) + _per_channel(bias, n.ndim)) / n
+        scale = _scale(n, mean, inv_std, weight, bias)
         kk = dot(k, k) + EPS
         a = (dot(q, k) * scale / kk).clamp(max=0.0)                      # ⟨p, k⟩/κ with p = scale·q
         out = (q * scale.unsqueeze(2)).addcmul_(((slope - 1.0) * a).unsqueeze(2), k)
@@ -62,8 +67,8 @@ class _BatchNormLeakyReLU(torch.autograd.Function):
         channels, c = ctx.channels, 1.0 - ctx.slope
         if ctx.mean_last:  # the mean's gradient, broadcast along the last axis without being copied
             grad = (grad / both.shape[-1]).unsqueeze(-1).expand(*grad.shape, both.shape[-1])
-        xhat = (n - _per_channel(mean, n.ndim)) * _per_channel(inv_std, n.ndim)
-        scale = (xhat * _per_channel(weight, n.ndim) + _per_channel(bias, n.ndim)) / n
+        # in-place arithmetic below keeps at most a few [B, C, ...] scalars alive next to `both` and its gradient
+        scale = _scale(n, mean, inv_std, weight, bias)
         q, k = both[:, :channels], both[:, channels:]
         grad_both = torch.empty_like(both)
         grad_p, grad_k = grad_both[:, :channels], grad_both[:, channels:]
@@ -71,28 +76,32 @@ class _BatchNormLeakyReLU(torch.autograd.Function):
         if shared:
             grad_k = torch.empty_like(q)
         # through o = p − c·a·k, where a = ⟨p, k⟩/κ on the active set (a < 0) and 0 elsewhere
-        t = torch.where(a < 0, dot(grad, k) / kk, 0.0)                  # ⟨g, k⟩/κ on the active set
-        torch.addcmul(grad, (-c * t).unsqueeze(2), k, out=grad_p)
+        t = dot(grad, k).div_(kk).masked_fill_(a >= 0, 0.0)            # ⟨g, k⟩/κ on the active set
+        torch.addcmul(grad, t.unsqueeze(2), k, value=-c, out=grad_p)
         # ∂/∂k of −c·a·k = −c·(a·g + t·p − 2·a·t·k), with p = scale·q
-        torch.mul(grad, (-c * a).unsqueeze(2), out=grad_k)
-        grad_k.addcmul_((-c * t * scale).unsqueeze(2), q).addcmul_((2 * c * a * t).unsqueeze(2), k)
+        coef = torch.mul(a, -c)                                          # one scratch [B, C, ...] for the factors
+        torch.mul(grad, coef.unsqueeze(2), out=grad_k)
+        grad_k.addcmul_(torch.mul(t, scale, out=coef).mul_(-c).unsqueeze(2), q)
+        grad_k.addcmul_(torch.mul(a, t, out=coef).mul_(2 * c).unsqueeze(2), k)
+        del t, coef
         if shared:
             torch.sum(grad_k, dim=1, keepdim=True, out=grad_both[:, channels:])
+            del grad_k
         # through p = (m/n)·q, m = γ·x̂ + β, x̂ = (n − μ)/σ, n = sqrt(‖q‖² + ε²)
         grad_scale = dot(grad_p, q)
-        grad_m = grad_scale / n
+        grad_n = grad_scale / n                                           # ∂L/∂m for now
+        xhat = (n - _per_channel(mean, n.ndim)).mul_(_per_channel(inv_std, n.ndim))
         dims = _reduce_dims(n)
-        grad_weight = (grad_m * xhat).sum(dims)
-        grad_bias = grad_m.sum(dims)
-        gamma_inv_std = _per_channel(weight * inv_std, n.ndim)
+        grad_weight = (grad_n * xhat).sum(dims)
+        grad_bias = grad_n.sum(dims)
         if ctx.training:
             count = n.numel() // n.shape[1]
-            grad_n = gamma_inv_std * (grad_m - _per_channel(grad_bias / count, n.ndim)
-                                      - xhat * _per_channel(grad_weight / count, n.ndim))
-        else:
-            grad_n = gamma_inv_std * grad_m
-        grad_n = grad_n - grad_scale * scale / n
-        grad_p.mul_(scale.unsqueeze(2)).addcmul_((grad_n / n).unsqueeze(2), q)  # now the gradient of q
+            grad_n.sub_(_per_channel(grad_bias / count, n.ndim)).addcmul_(
+                xhat, _per_channel(grad_weight / count, n.ndim), value=-1.0)
+        del xhat
+        grad_n.mul_(_per_channel(weight * inv_std, n.ndim)).sub_(grad_scale.mul_(scale).div_(n)).div_(n)
+        del grad_scale
+        grad_p.mul_(scale.unsqueeze(2)).addcmul_(grad_n.unsqueeze(2), q)  # now the gradient of q
         return grad_both, None, grad_weight, grad_bias, None, None, None, None, None, None, None
 
 

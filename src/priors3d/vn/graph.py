@@ -126,7 +126,7 @@ class VNEdgeConv(nn.Module):
         w_diff, w_center = self.weight[:, :c], self.weight[:, c:2 * c]
         per_neighbor = vn_linear(x, w_diff)                    # W₁ x, gathered at j
         per_center = vn_linear(x, w_center - w_diff)           # (W₂ − W₁) x, at i
-        edges = gather_neighbors(per_neighbor, index) + per_center.unsqueeze(-1)
+        edges = gather_neighbors(per_neighbor, index).add_(per_center.unsqueeze(-1))
         if self.cross:
             neighbors = gather_neighbors(x, index)
             crossed = torch.linalg.cross(neighbors, x.unsqueeze(-1).expand_as(neighbors), dim=2)

@@ -16,7 +16,7 @@ def dot(x: Tensor, y: Tensor, dim: int = 2) -> Tensor:
     """
     x0, x1, x2 = x.unbind(dim)
     y0, y1, y2 = y.unbind(dim)
-    return torch.addcmul(torch.addcmul(x0 * y0, x1, y1), x2, y2)
+    return (x0 * y0).addcmul_(x1, y1).addcmul_(x2, y2)  # in place: one [B, C, ...] allocation
 
 
 def check_features(x: Tensor, channels: int | None, layer: str) -> None:

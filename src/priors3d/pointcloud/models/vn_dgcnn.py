@@ -56,9 +56,8 @@ class VNDGCNNCls(nn.Module):
     (169) into ``VNLinearLeakyReLU(169 → 341)`` with one shared direction, the invariant layer on
     ``[x, mean x]`` with an un-normalised frame (682 × 3 = 2046 scalars per point), max + mean pool
     over points, and the MLP 512 → 256 → classes (batch norm, LeakyReLU 0.2, dropout 0.5).
-    ``recompute`` keeps only the inputs of the two wider EdgeConvs (42 and 85 channels) for the backward
-    pass (see :class:`priors3d.vn.VNEdgeConv`); the narrow ones keep their intermediates, which costs less memory than
-    recomputing them costs time.
+    ``recompute`` keeps only the EdgeConvs' inputs for the backward pass and recomputes the rest there
+    (see :class:`priors3d.vn.VNEdgeConv`).
     """
 
     def __init__(self, num_classes: int, k: int = 20, pooling: str = "mean", width_divisor: int = 1,
@@ -69,7 +68,7 @@ class VNDGCNNCls(nn.Module):
         widths = [(1, w21), (w21, w21), (w21, w42), (w42, w85)]
         self.edge_convs = nn.ModuleList(
             VNEdgeConv(c_in, c_out, negative_slope, pool=edge_pool(pooling, c_out),
-                       recompute=recompute and c_out > w21)
+                       recompute=recompute)
             for c_in, c_out in widths)
         self.conv5 = VNLinearLeakyReLU(sum(c for _, c in widths), w341, negative_slope, share_nonlinearity=True)
         self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope,
