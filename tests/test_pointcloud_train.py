@@ -125,6 +125,19 @@ def test_protocols_end_to_end(cache, tmp_path):
     assert (tmp_path / "protocols" / "pointnet-z" / "checkpoint.pt").is_file()
 
 
+def test_protocols_over_seeds_give_mean_and_spread(cache, tmp_path):
+    config = ProtocolsConfig(models=("pointnet",), protocols=("z/z",), train=tiny(cache, None), seeds=(3, 4),
+                             out=tmp_path / "protocols")
+    results = protocols(config)
+    saved = json.loads((tmp_path / "protocols" / "protocols.json").read_text())
+    runs = saved["per_seed"]["pointnet"]["z/z"]
+    assert len(runs) == 2 and results["pointnet"]["z/z"] == pytest.approx(sum(runs) / 2)
+    for seed in (3, 4):
+        assert json.loads((tmp_path / "protocols" / f"pointnet-z-seed{seed}" / "config.json").read_text())["config"]["seed"] == seed
+    row = (tmp_path / "protocols" / "protocols.md").read_text().splitlines()[2]
+    assert row == f"| pointnet | {100 * sum(runs) / 2:.1f} ± {100 * abs(runs[0] - runs[1]) / 2 ** 0.5:.1f} |"
+
+
 def test_bad_protocol_rejected(cache, tmp_path):
     with pytest.raises(ValueError, match="TRAIN/TEST"):
         train(tiny(cache, tmp_path / "bad", rotation="z-so3"))

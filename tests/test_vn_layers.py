@@ -190,6 +190,25 @@ def test_knn_matches_brute_force_and_chunks():
         vn.knn(x, 301)
 
 
+def test_knn_exact_far_from_the_origin():
+    # a 0.01-sized cloud 1000 away: in float32, ‖x‖² + ‖y‖² − 2⟨x, y⟩ loses every digit of its distances
+    g = torch.Generator().manual_seed(0)
+    far = (0.01 * torch.rand(2, 3, 200, generator=g) + torch.tensor([1000.0, -700.0, 500.0]).view(1, 3, 1))
+    d = ((far.double().unsqueeze(-1) - far.double().unsqueeze(-2)) ** 2).sum(1)
+    assert torch.equal(vn.knn(far, 8).sort(-1).values, d.argsort(-1)[..., :8].sort(-1).values)
+
+
+def test_knn_graph_of_a_rotated_float32_cloud_is_the_same():
+    # the fast formula's rounding (~1e-7 of ‖x‖²) reorders near-tied neighbours (this cloud has a few);
+    # the exact recheck leaves only the rotation's own rounding of the coordinates
+    g = torch.Generator().manual_seed(0)
+    cloud = torch.randn(8, 3, 2048, generator=g, dtype=torch.float64)
+    rotation = random_rotation(8, g, torch.float64)
+    graph = vn.knn(cloud.float(), 20)
+    rotated = vn.knn((rotation @ cloud).float(), 20)
+    assert torch.equal(graph.sort(-1).values, rotated.sort(-1).values)
+
+
 def test_gather_and_edge_features_layout():
     x = torch.arange(2 * 1 * 3 * 4, dtype=torch.float64).view(2, 1, 3, 4)
     index = torch.tensor([[[1, 2]] * 4, [[3, 0]] * 4])

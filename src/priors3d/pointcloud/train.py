@@ -18,6 +18,7 @@ import dataclasses
 import io
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -134,6 +135,9 @@ class ProtocolsConfig:
     protocols: tuple[str, ...] = ("z/z", "z/so3", "so3/so3")
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     """Training options shared by every run (model, rotation and out are set per run)."""
+    seeds: tuple[int, ...] = ()
+    """Several seeds: one run per model, protocol and seed (``<model>-<protocol>-seed<S>``), and the table
+    gives mean ± standard deviation over seeds. Empty: one run with ``train.seed``."""
     out: Path = Path("runs/pointcloud/protocols")
 
 
@@ -499,40 +503,49 @@ def evaluate_run(config: EvalConfig) -> dict[str, float]:
 PROTOCOL_TITLES = {"none": "none", "z": "z", "so3": "SO(3)"}
 
 
-def protocol_table(results: dict[str, dict[str, float]], protocols: tuple[str, ...], metric: str) -> str:
-    """Markdown table, a row per model and a column per ``TRAIN/TEST`` protocol, values in percent."""
+def protocol_table(results: dict[str, dict[str, float]], protocols: tuple[str, ...], metric: str,
+                   spread: dict[str, dict[str, float]] | None = None) -> str:
+    """Markdown table, a row per model and a column per ``TRAIN/TEST`` protocol, values in percent
+    (``mean ± spread`` where ``spread`` is given)."""
     titles = ["/".join(PROTOCOL_TITLES[p] for p in parse_protocol_pair(pair)) for pair in protocols]
     lines = [f"| Model ({metric}, %) | " + " | ".join(titles) + " |", "|---" * (len(protocols) + 1) + "|"]
     for model, row in results.items():
-        cells = [f"{100 * row[pair]:.1f}" if pair in row else "–" for pair in protocols]
+        cells = [("–" if pair not in row else f"{100 * row[pair]:.1f}"
+                  + (f" ± {100 * spread[model][pair]:.1f}" if spread else "")) for pair in protocols]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def protocols(config: ProtocolsConfig) -> dict[str, dict[str, float]]:
-    """Train each model once per train protocol, evaluate every TRAIN/TEST pair, write a Markdown table."""
+    """Train each model once per train protocol (and seed), evaluate every TRAIN/TEST pair, write a Markdown
+    table; returns the metric per model and pair (the mean over seeds)."""
     pairs = [parse_protocol_pair(p) for p in config.protocols]
     metric = "oa" if config.train.task == "cls" else "instance_miou"
     context = distributed.setup(config.train.device)
-    results: dict[str, dict[str, float]] = {}
+    per_seed: dict[str, dict[str, list[float]]] = {}
     try:
         for model_name in config.models:
-            results[model_name] = {}
-            for train_protocol in dict.fromkeys(train for train, _ in pairs):
-                tests = [test for train, test in pairs if train == train_protocol]
-                run_config = dataclasses.replace(config.train, model=model_name,
-                                                 rotation=f"{train_protocol}/{tests[0]}",
-                                                 out=config.out / f"{model_name}-{train_protocol}")
-                model, metrics = fit(run_config, context)
-                results[model_name][f"{train_protocol}/{tests[0]}"] = metrics[metric]
-                run_config = resolve(run_config)
-                test_set = load_split(dataclasses.replace(run_config, progress=False), "test")
-                for test in tests[1:]:
-                    result = evaluate_model(model, run_config, test_set, test, context)
-                    results[model_name][f"{train_protocol}/{test}"] = result["metrics"][metric]
+            per_seed[model_name] = {f"{a}/{b}": [] for a, b in pairs}
+            for seed in config.seeds or (config.train.seed,):
+                for train_protocol in dict.fromkeys(train for train, _ in pairs):
+                    tests = [test for train, test in pairs if train == train_protocol]
+                    name = f"{model_name}-{train_protocol}" + (f"-seed{seed}" if config.seeds else "")
+                    run_config = dataclasses.replace(config.train, model=model_name, seed=seed, out=config.out / name,
+                                                     rotation=f"{train_protocol}/{tests[0]}")
+                    model, metrics = fit(run_config, context)
+                    per_seed[model_name][f"{train_protocol}/{tests[0]}"].append(metrics[metric])
+                    run_config = resolve(run_config)
+                    test_set = load_split(dataclasses.replace(run_config, progress=False), "test")
+                    for test in tests[1:]:
+                        result = evaluate_model(model, run_config, test_set, test, context)
+                        per_seed[model_name][f"{train_protocol}/{test}"].append(result["metrics"][metric])
+        results = {m: {pair: statistics.mean(v) for pair, v in row.items()} for m, row in per_seed.items()}
+        spread = ({m: {pair: statistics.stdev(v) for pair, v in row.items()} for m, row in per_seed.items()}
+                  if len(config.seeds) > 1 else None)
         if context.is_main:
-            table = protocol_table(results, tuple(f"{a}/{b}" for a, b in pairs), metric)
-            save_json(config.out / "protocols.json", {"metric": metric, "results": results, "config": config})
+            table = protocol_table(results, tuple(f"{a}/{b}" for a, b in pairs), metric, spread)
+            save_json(config.out / "protocols.json", {"metric": metric, "results": results, "per_seed": per_seed,
+                                                      "config": config})
             atomic_write(config.out / "protocols.md", lambda p: p.write_text(table + "\n"))
             print(table)
         return results

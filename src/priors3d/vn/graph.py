@@ -16,12 +16,18 @@ from .layout import check_features
 from .norm import VNBatchNorm
 
 
+CANDIDATES = 8  # extra candidates that the exact distances choose among
+
+
 def knn(x: Tensor, k: int, chunk: int = 256) -> Tensor:
-    """Indices ``[B, N, k]`` of the ``k`` nearest neighbours of each point.
+    """Indices ``[B, N, k]`` of the ``k`` nearest neighbours of each point, nearest first.
 
     ``x`` is ``[B, D, N]`` (scalar features) or ``[B, C, 3, N]`` (VN features, compared as ``3C``-vectors,
-    which is rotation-invariant). Queries run in chunks of ``chunk`` points, so the distance matrix in
-    memory is ``[B, chunk, N]``, not ``[B, N, N]``.
+    which is rotation-invariant). The fast distance ``‖x‖² + ‖y‖² − 2⟨x, y⟩`` (a matrix product) picks
+    ``k + CANDIDATES`` candidates; their distances are then recomputed from the differences in float64,
+    which decide. The fast formula cancels digits, so on its own its rounding reorders near-tied
+    neighbours, and a rotated input (equal distances, other rounding) could get another graph. Queries run
+    in chunks of ``chunk`` points, so the distance matrix in memory is ``[B, chunk, N]``, not ``[B, N, N]``.
     """
     if x.ndim == 4:
         check_features(x, None, "knn")
@@ -31,12 +37,19 @@ def knn(x: Tensor, k: int, chunk: int = 256) -> Tensor:
     n = x.shape[-1]
     if not 0 < k <= n:
         raise ValueError(f"k must be in [1, N={n}], got {k}")
-    points = x.transpose(1, 2)  # [B, N, D], a view
     with torch.no_grad():
-        return torch.cat([
-            torch.cdist(points[:, start:start + chunk], points).topk(k, dim=-1, largest=False).indices
-            for start in range(0, n, chunk)
-        ], dim=1)
+        points = x.transpose(1, 2)  # [B, N, D], a view
+        points = points - points.mean(1, keepdim=True)  # centred: fewer digits lost by the fast formula
+        return torch.cat([_nearest(points[:, start:start + chunk], points, k) for start in range(0, n, chunk)], 1)
+
+
+def _nearest(query: Tensor, points: Tensor, k: int) -> Tensor:
+    """``[B, Q, k]`` indices into ``points [B, N, D]`` of the ``k`` nearest to each of ``query [B, Q, D]``."""
+    b, q, d = query.shape
+    candidates = torch.cdist(query, points).topk(min(k + CANDIDATES, points.shape[1]), dim=-1, largest=False).indices
+    near = points.gather(1, candidates.view(b, -1, 1).expand(-1, -1, d)).view(b, q, -1, d)
+    exact = (near.double() - query.double().unsqueeze(2)).square_().sum(-1)  # [B, Q, k + CANDIDATES]
+    return candidates.gather(-1, exact.topk(k, dim=-1, largest=False).indices)
 
 
 def gather_neighbors(x: Tensor, index: Tensor) -> Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 EPS = 1e-6  # as in the Vector Neurons reference: keeps divisions by squared norms finite
