@@ -39,8 +39,8 @@ def knn(x: Tensor, k: int, chunk: int = 256) -> Tensor:
     if not 0 < k <= n:
         raise ValueError(f"k must be in [1, N={n}], got {k}")
     with torch.no_grad():
-        points = x.transpose(1, 2).contiguous()      # [B, N, D]
-        points -= points.mean(1, keepdim=True)      # centred: fewer digits for the fast formula to lose
+        # [B, N, D], centred (fewer digits for the fast formula to lose); a new tensor, never the input
+        points = (x - x.mean(-1, keepdim=True)).transpose(1, 2).contiguous()
         return torch.cat([_nearest(points[:, start:start + chunk], points, k) for start in range(0, n, chunk)], 1)
 
 
