@@ -49,7 +49,8 @@ def checks(per_seed: dict[str, dict[str, list[float]]]) -> list[str]:
                          f"{each} ({'within' if ok else 'NOT within'} 2 points).")
         else:
             lines.append(f"- {model}: z/SO(3) − z/z = {zs - zz:+.1f} points (the plain model loses "
-                         f"{zz - zs:.1f} points on rotations it never saw); SO(3)/SO(3) − z/z = {ss - zz:+.1f}{each}.")
+                         f"{zz - zs:.1f} points on rotations it never saw); SO(3)/SO(3) − z/z = "
+                         f"{ss - zz:+.1f}{each}.")
     return lines
 
 
@@ -72,6 +73,8 @@ def main() -> None:
     names = [f"{model}-{rot}" + (f"-seed{seed}" if args.seeds else "")
              for model in args.models for seed in (args.seeds or [None]) for rot in ("z", "so3")]
     times = [f"{name}: {training_minutes(out / name):.1f} min" for name in names]
+    commits = sorted({(json.loads((out / name / "config.json").read_text())["git_commit"] or "unknown")[:7]
+                      for name in names})
     what = ("overall accuracy on the test shapes" if args.task == "cls" else
             "instance-average part mIoU (ShapeNetPart convention; the category is given)")
     d = resolve(TrainConfig(task=args.task))
@@ -91,7 +94,7 @@ def main() -> None:
         "Training wall time per run (epochs and per-epoch evaluation), as each run recorded it: " + "; ".join(times)
         + ". These times are pessimistic when other jobs shared the two cores during training (the load "
         "average below is the one when this text was written); `bench/vn_dgcnn_step.py` times one step "
-        "on a quiet machine.", "",
+        f"on a quiet machine. Runs trained at commit {', '.join(commits)} (their config.json records it).", "",
         f"Machine: {machine()}{f'; {args.threads} torch thread(s) per run' if args.threads else ''}.", "",
         f"`PYTHONPATH=src .venv/bin/python bench/pointcloud_protocols.py --task {args.task} --models "
         f"{' '.join(args.models)}{f' --threads {args.threads}' if args.threads else ''}"

@@ -133,7 +133,8 @@ def test_protocols_over_seeds_give_mean_and_spread(cache, tmp_path):
     runs = saved["per_seed"]["pointnet"]["z/z"]
     assert len(runs) == 2 and results["pointnet"]["z/z"] == pytest.approx(sum(runs) / 2)
     for seed in (3, 4):
-        assert json.loads((tmp_path / "protocols" / f"pointnet-z-seed{seed}" / "config.json").read_text())["config"]["seed"] == seed
+        saved_config = json.loads((tmp_path / "protocols" / f"pointnet-z-seed{seed}" / "config.json").read_text())
+        assert saved_config["config"]["seed"] == seed
     row = (tmp_path / "protocols" / "protocols.md").read_text().splitlines()[2]
     assert row == f"| pointnet | {100 * sum(runs) / 2:.1f} ± {100 * abs(runs[0] - runs[1]) / 2 ** 0.5:.1f} |"
 

@@ -24,11 +24,11 @@ def knn(x: Tensor, k: int, chunk: int = 256) -> Tensor:
 
     ``x`` is ``[B, D, N]`` (scalar features) or ``[B, C, 3, N]`` (VN features, compared as ``3C``-vectors,
     which is rotation-invariant). The fast distance ``‖x‖² + ‖y‖² − 2⟨x, y⟩`` (a matrix product) picks
-    ``k + CANDIDATES`` candidates; their distances are then recomputed from the coordinate differences,
-    which lose no digits, and decide. The fast formula cancels digits, so on its own its rounding
-    reorders near-tied neighbours, and a rotated input (equal distances, other rounding) could get
-    another graph. Queries run in chunks of ``chunk`` points, so the distance matrix in memory is
-    ``[B, chunk, N]``, not ``[B, N, N]``.
+    ``k + CANDIDATES`` candidates; their distances are then recomputed from the coordinate differences
+    (accurate relative to the distance itself), which decide. The fast formula cancels digits, so on its
+    own its rounding reorders near-tied neighbours, and a rotated input (equal distances, other rounding)
+    could get another graph. Queries run in chunks of ``chunk`` points, so the distance matrix in memory
+    is ``[B, chunk, N]``, not ``[B, N, N]``.
     """
     if x.ndim == 4:
         check_features(x, None, "knn")
@@ -48,7 +48,7 @@ def _nearest(query: Tensor, points: Tensor, k: int) -> Tensor:
     """``[B, Q, k]`` indices into ``points [B, N, D]`` of the ``k`` nearest to each of ``query [B, Q, D]``."""
     (b, q, d), n = query.shape, points.shape[1]
     candidates = torch.cdist(query, points).topk(min(k + CANDIDATES, n), dim=-1, largest=False).indices
-    rows = (candidates + n * torch.arange(b).view(b, 1, 1)).view(-1)
+    rows = (candidates + n * torch.arange(b, device=candidates.device).view(b, 1, 1)).view(-1)
     near = points.view(b * n, d).index_select(0, rows).view(b, q, -1, d)      # [B, Q, k + CANDIDATES, D]
     exact = near.sub_(query.unsqueeze(2)).square_().sum(-1, dtype=torch.float64)
     return candidates.gather(-1, exact.topk(k, dim=-1, largest=False).indices)
