@@ -29,10 +29,14 @@ def _per_channel(v: Tensor, ndim: int) -> Tensor:
     return v.view(1, -1, *([1] * (ndim - 2)))
 
 
+def _xhat(n: Tensor, mean: Tensor, inv_std: Tensor) -> Tensor:
+    """``x̂ = (n − μ)/σ``, the normalised norms ``[B, C, ...]`` (a new tensor)."""
+    return (n - _per_channel(mean, n.ndim)).mul_(_per_channel(inv_std, n.ndim))
+
+
 def _scale(n: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """``m / n``: the batch-normalised norm over the norm, ``[B, C, ...]``."""
-    xhat = (n - _per_channel(mean, n.ndim)).mul_(_per_channel(inv_std, n.ndim))
-    return xhat.mul_(_per_channel(weight, n.ndim)).add_(_per_channel(bias, n.ndim)).div_(n)
+    return _xhat(n, mean, inv_std).mul_(_per_channel(weight, n.ndim)).add_(_per_channel(bias, n.ndim)).div_(n)
 
 
 class _BatchNormLeakyReLU(torch.autograd.Function):
@@ -90,7 +94,7 @@ class _BatchNormLeakyReLU(torch.autograd.Function):
         # through p = (m/n)·q, m = γ·x̂ + β, x̂ = (n − μ)/σ, n = sqrt(‖q‖² + ε²)
         grad_scale = dot(grad_p, q)
         grad_n = grad_scale / n                                           # ∂L/∂m for now
-        xhat = (n - _per_channel(mean, n.ndim)).mul_(_per_channel(inv_std, n.ndim))
+        xhat = _xhat(n, mean, inv_std)
         dims = _reduce_dims(n)
         grad_weight = (grad_n * xhat).sum(dims)
         grad_bias = grad_n.sum(dims)
