@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from report import machine, write_section  # noqa: E402
 
-from priors3d.pointcloud.train import ProtocolsConfig, TrainConfig, protocols, resolve  # noqa: E402
+from priors3d.pointcloud.train import ProtocolsConfig, TrainConfig, protocol_run_name, protocols, resolve  # noqa: E402
 from priors3d.runs import RunDir  # noqa: E402
 
 PAIRS = ("z/z", "z/so3", "so3/so3")
@@ -70,8 +70,8 @@ def main() -> None:
                               out=out))
     table = (out / "protocols.md").read_text().strip()
     per_seed = json.loads((out / "protocols.json").read_text())["per_seed"]
-    names = [f"{model}-{rot}" + (f"-seed{seed}" if args.seeds else "")
-             for model in args.models for seed in (args.seeds or [None]) for rot in ("z", "so3")]
+    names = [protocol_run_name(model, rot, seed) for model in args.models for seed in (args.seeds or [None])
+             for rot in ("z", "so3")]
     times = [f"{name}: {training_minutes(out / name):.1f} min" for name in names]
     commits = sorted({(json.loads((out / name / "config.json").read_text())["git_commit"] or "unknown")[:7]
                       for name in names})

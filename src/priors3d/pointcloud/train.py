@@ -516,6 +516,11 @@ def protocol_table(results: dict[str, dict[str, float]], protocols: tuple[str, .
     return "\n".join(lines)
 
 
+def protocol_run_name(model: str, train_protocol: str, seed: int | None = None) -> str:
+    """The directory, inside ``ProtocolsConfig.out``, of one run: ``<model>-<protocol>[-seed<S>]``."""
+    return f"{model}-{train_protocol}" + ("" if seed is None else f"-seed{seed}")
+
+
 def protocols(config: ProtocolsConfig) -> dict[str, dict[str, float]]:
     """Train each model once per train protocol (and seed), evaluate every TRAIN/TEST pair, write a Markdown
     table; returns the metric per model and pair (the mean over seeds)."""
@@ -529,7 +534,7 @@ def protocols(config: ProtocolsConfig) -> dict[str, dict[str, float]]:
             for seed in config.seeds or (config.train.seed,):
                 for train_protocol in dict.fromkeys(train for train, _ in pairs):
                     tests = [test for train, test in pairs if train == train_protocol]
-                    name = f"{model_name}-{train_protocol}" + (f"-seed{seed}" if config.seeds else "")
+                    name = protocol_run_name(model_name, train_protocol, seed if config.seeds else None)
                     run_config = dataclasses.replace(config.train, model=model_name, seed=seed, out=config.out / name,
                                                      rotation=f"{train_protocol}/{tests[0]}")
                     model, metrics = fit(run_config, context)
