@@ -61,6 +61,7 @@ def _inputs(name: str, b: int, n: int, c: int):
 CONFIGS = {
     # name: (module factory, channel count of the input)
     "vn_edgeconv_fused": (lambda: vn.VNEdgeConv(VECTOR_CHANNELS, VECTOR_CHANNELS), VECTOR_CHANNELS),
+    "vn_edgeconv_kernel": (lambda: vn.VNEdgeConv(VECTOR_CHANNELS, VECTOR_CHANNELS, recompute=True), VECTOR_CHANNELS),
     "vn_edgeconv_unfused": (lambda: UnfusedVNEdgeConv(VECTOR_CHANNELS, VECTOR_CHANNELS), VECTOR_CHANNELS),
     "scalar_edgeconv_21": (lambda: ScalarEdgeConv(VECTOR_CHANNELS, VECTOR_CHANNELS), VECTOR_CHANNELS),
     "scalar_edgeconv_64": (lambda: ScalarEdgeConv(64, 64), 64),
@@ -123,6 +124,11 @@ Machine: {machine()}.
 Block: edge features `[x_j − x_i, x_i]` of {VECTOR_CHANNELS} channels, k={args.k}, linear map to
 {VECTOR_CHANNELS} channels, batch norm, LeakyReLU, pooling over the neighbours. The VN block works on
 {VECTOR_CHANNELS} **vector** channels (3x the numbers and the arithmetic of {VECTOR_CHANNELS} scalar channels).
+
+`vn_edgeconv_fused` is `VNEdgeConv` (linear maps before the gather, fused norm and activation, edge
+tensors kept for the backward pass); `vn_edgeconv_kernel` is `VNEdgeConv(recompute=True)`, the one-kernel
+version the VN models use (edge tensors rebuilt in the backward pass, in a workspace kept between calls);
+`vn_edgeconv_unfused` builds the `[B, 2C, 3, N, k]` edge features first, as the reference does.
 
 | configuration | ms per forward+backward | peak MB |
 |---|---:|---:|

@@ -355,6 +355,77 @@ def test_fused_batchnorm_leaky_relu_matches_composition(train, directions, mean_
         vn_batchnorm_leaky_relu(torch.randn(3, 6, 3, 5, dtype=torch.float64), 4, fused.bn, 0.2)
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_edgeconv_kernel_matches_gathered_edges_then_fused_norm(train):
+    from priors3d.vn.fused import _EdgeConvMean, vn_batchnorm_leaky_relu, vn_edgeconv_mean
+
+    torch.manual_seed(0)
+    per_neighbor = torch.randn(2, 8, 3, 12, dtype=torch.float64, requires_grad=True)
+    per_center = torch.randn(2, 8, 3, 12, dtype=torch.float64, requires_grad=True)
+    index = vn.knn(per_neighbor.detach(), 4)
+    plain, kernel = vn.VNBatchNorm(4).double(), vn.VNBatchNorm(4).double()
+    with torch.no_grad():
+        plain.bn.weight.uniform_(0.5, 1.5), plain.bn.bias.uniform_(-0.5, 0.5)
+        plain.bn.running_mean.uniform_(0, 1), plain.bn.running_var.uniform_(0.5, 1)
+    kernel.load_state_dict(plain.state_dict())
+    plain.train(train), kernel.train(train)
+    edges = vn.gather_neighbors(per_neighbor, index) + per_center.unsqueeze(-1)
+    expected = vn_batchnorm_leaky_relu(edges, 4, plain.bn, 0.2, mean_last=True)
+    out = vn_edgeconv_mean(per_neighbor, per_center, index, 4, kernel.bn, 0.2)
+    assert torch.allclose(out, expected, atol=1e-13)
+    for name, buffer in plain.bn.named_buffers():
+        assert torch.equal(buffer, getattr(kernel.bn, name)), name
+    g = torch.randn_like(out)
+    wrt = lambda m: [per_neighbor, per_center, m.bn.weight, m.bn.bias]  # noqa: E731
+    for a, b in zip(torch.autograd.grad(expected, wrt(plain), g), torch.autograd.grad(out, wrt(kernel), g)):
+        assert torch.allclose(a, b, atol=1e-12)
+    stats = (None, None) if train else (kernel.bn.running_mean, kernel.bn.running_var)
+    weight, bias = (p.detach().clone().requires_grad_() for p in (kernel.bn.weight, kernel.bn.bias))
+    f = lambda pn, pc, w, b: _EdgeConvMean.apply(pn, pc, index, 4, w, b, *stats, train, 0.1, 1e-5, 0.2)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (per_neighbor, per_center, weight, bias))
+    with pytest.raises(ValueError, match=r"\[B, N, k\]"):
+        vn_edgeconv_mean(per_neighbor, per_center, index[:, :5], 4, kernel.bn, 0.2)
+
+
+def test_workspace_keeps_its_buffers_and_refuses_overlapping_use():
+    from priors3d.vn import workspace
+
+    space, like = workspace.Workspace(), torch.zeros(1)
+    with space.borrow(like) as new:
+        first = new("edges", (4, 5)).data_ptr()
+        with pytest.raises(RuntimeError, match="twice"):
+            new("edges", (4, 5))
+        with pytest.raises(RuntimeError, match="re-entrant"):
+            with space.borrow(like):
+                pass
+    with space.borrow(like) as new:
+        assert new("edges", (2, 3)).data_ptr() == first      # a smaller request reuses the buffer
+        assert new("n", (3,), torch.bool).dtype == torch.bool
+    assert space.nbytes() == 20 * 4 + 3
+    with space.borrow(like) as new:
+        assert new("edges", (5, 5)).shape == (5, 5)           # grown
+    assert space.nbytes() == 25 * 4 + 3
+    space.clear()
+    assert space.nbytes() == 0
+
+
+def test_edgeconv_kernel_reuses_its_workspace_between_steps():
+    from priors3d.vn import workspace
+
+    workspace.release()
+    conv = vn.VNEdgeConv(3, 5, recompute=True).double()
+    x = _features(2, 3, 40, 0, torch.float64)
+    index = vn.knn(x, 8)
+    conv(x, index).square().sum().backward()
+    held = workspace.workspace().nbytes()
+    assert held > 0
+    for _ in range(2):
+        conv(x, index).square().sum().backward()
+    assert workspace.workspace().nbytes() == held
+    workspace.release()
+    assert workspace.workspace().nbytes() == 0
+
+
 @pytest.mark.parametrize("orthonormal", [False, True])
 def test_invariant_layer_mean_split_equals_concatenation(orthonormal):
     torch.manual_seed(0)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .fused import vn_edgeconv_mean
 from .layers import bn_leaky_relu, vn_linear
 from .layout import check_features
 from .norm import VNBatchNorm
@@ -50,7 +51,7 @@ def _nearest(query: Tensor, points: Tensor, k: int) -> Tensor:
     candidates = torch.cdist(query, points).topk(min(k + CANDIDATES, n), dim=-1, largest=False).indices
     rows = (candidates + n * torch.arange(b, device=candidates.device).view(b, 1, 1)).view(-1)
     near = points.view(b * n, d).index_select(0, rows).view(b, q, -1, d)      # [B, Q, k + CANDIDATES, D]
-    exact = near.sub_(query.unsqueeze(2)).square_().sum(-1, dtype=torch.float64)
+    exact = near.sub_(query.unsqueeze(2)).square_().sum(-1)
     return candidates.gather(-1, exact.topk(k, dim=-1, largest=False).indices)
 
 
@@ -102,10 +103,12 @@ class VNEdgeConv(nn.Module):
     ``W [x_j − x_i, x_i] = W₁ x_j + (W₂ − W₁) x_i``, so the ``[B, 2C, 3, N, k]`` edge tensor is never built.
     With ``cross`` the edge feature gains ``x_j × x_i`` (VN-PointNet's and VN-DGCNN's first layer).
     ``pool`` is None (the mean over neighbours, fused with the activation) or a module mapping
-    ``[B, O, 3, N, k]`` → ``[B, O, 3, N]``. With ``recompute``, training keeps only ``x`` and ``index``
-    for the backward pass and recomputes the ``[B, O, 3, N, k]`` intermediates there, with the same batch
-    statistics and without updating the running statistics twice (same values and gradients, less
-    memory, more time); parameter names do not depend on it.
+    ``[B, O, 3, N, k]`` → ``[B, O, 3, N]``. With ``recompute``, training keeps only the per-point maps
+    (or ``x``) and ``index`` for the backward pass and recomputes the ``[B, O, 3, N, k]`` intermediates
+    there, with the same batch statistics and without updating the running statistics twice (same
+    values and gradients, less memory, more time); parameter names do not depend on it. The mean-pooled
+    EdgeConv without ``cross`` then runs as one kernel (:func:`priors3d.vn.fused.vn_edgeconv_mean`) whose
+    edge-sized temporaries stay allocated between calls (:mod:`priors3d.vn.workspace`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, negative_slope: float = 0.2,
@@ -123,6 +126,10 @@ class VNEdgeConv(nn.Module):
 
     def forward(self, x: Tensor, index: Tensor) -> Tensor:
         check_features(x, self.in_channels, type(self).__name__)
+        if self.recompute and self.pool is None and not self.cross:
+            per_neighbor, per_center = self._per_point_maps(x)
+            return vn_edgeconv_mean(per_neighbor, per_center, index, self.out_channels, self.norm.bn,
+                                    self.negative_slope)
         if not (self.recompute and self.training and torch.is_grad_enabled()):
             return self._edges_to_points(x, index)
         calls = []
@@ -136,11 +143,15 @@ class VNEdgeConv(nn.Module):
 
         return checkpoint(run, x, index, use_reentrant=False)
 
-    def _edges_to_points(self, x: Tensor, index: Tensor) -> Tensor:
+    def _per_point_maps(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``W₁ x`` (gathered at ``j``) and ``(W₂ − W₁) x`` (at ``i``), each ``[B, 2O, 3, N]``."""
         c = self.in_channels
         w_diff, w_center = self.weight[:, :c], self.weight[:, c:2 * c]
-        per_neighbor = vn_linear(x, w_diff)                    # W₁ x, gathered at j
-        per_center = vn_linear(x, w_center - w_diff)           # (W₂ − W₁) x, at i
+        return vn_linear(x, w_diff), vn_linear(x, w_center - w_diff)
+
+    def _edges_to_points(self, x: Tensor, index: Tensor) -> Tensor:
+        c = self.in_channels
+        per_neighbor, per_center = self._per_point_maps(x)
         edges = gather_neighbors(per_neighbor, index).add_(per_center.unsqueeze(-1))
         if self.cross:
             neighbors = gather_neighbors(x, index)

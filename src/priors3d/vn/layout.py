@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 EPS = 1e-6  # as in the Vector Neurons reference: keeps divisions by squared norms finite
 
 
-def dot(x: Tensor, y: Tensor, dim: int = 2) -> Tensor:
+def dot(x: Tensor, y: Tensor, dim: int = 2, out: Tensor | None = None) -> Tensor:
     """``⟨x, y⟩`` over the xyz dimension ``dim`` (size 3, dropped): ``[B, C, 3, ...]`` → ``[B, C, ...]``.
 
     Three fused multiply-adds on the coordinate slices: about 3x faster on a CPU than
     ``(x * y).sum(dim)`` or ``torch.linalg.vecdot``, which write or reduce a full-size temporary.
+    Written to ``out`` when given, else to one new tensor.
     """
     x0, x1, x2 = x.unbind(dim)
     y0, y1, y2 = y.unbind(dim)
-    return (x0 * y0).addcmul_(x1, y1).addcmul_(x2, y2)  # in place: one [B, C, ...] allocation
+    return torch.mul(x0, y0, out=out).addcmul_(x1, y1).addcmul_(x2, y2)
 
 
 def check_features(x: Tensor, channels: int | None, layer: str) -> None:
