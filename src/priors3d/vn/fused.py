@@ -151,6 +151,7 @@ class _BatchNormLeakyReLU(torch.autograd.Function):
             grad = _mean_gradient(grad, both.shape[-1])
         scale = _scale(n, mean, inv_std, weight, bias, out=new("scale", n.shape))
         grad_both = torch.empty_like(both)
+        # copies of a and κ, which _backward overwrites: the saved ones serve a second backward (retain_graph)
         grad_weight, grad_bias = _backward(grad, both[:, :channels], both[:, channels:], n, scale, a.clone(),
                                            kk.clone(), mean, inv_std, weight, ctx.training, ctx.slope, grad_both,
                                            new)
