@@ -2,7 +2,7 @@
 
 A paper-size VN-DGCNN step makes and frees gigabytes of edge tensors. glibc hands every block above
 its mmap threshold (at most 32 MB) back to the kernel when it is freed, so each step faults all of that
-memory in again, zeroed by the kernel: on the 2-core test VM that was half the step. The EdgeConv
+memory in again, zeroed by the kernel (measured in docs/benchmarks.md). The EdgeConv
 kernel (:func:`priors3d.vn.fused.vn_edgeconv_mean`) takes those temporaries from here instead: named
 buffers, grown to the largest size asked for and then kept, one set per thread. :func:`release` gives
 the calling thread's buffers back (for example after training, before a long evaluation of something else).
