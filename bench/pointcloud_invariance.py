@@ -76,6 +76,11 @@ def changed_neighbours(before: list[torch.Tensor], after: list[torch.Tensor]) ->
                         for a, b in zip(before, after)])
 
 
+def relative_change(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``[B]``: ``‖logits − reference‖ / ‖reference‖`` over each shape's logits."""
+    return (logits - reference).flatten(1).norm(dim=1) / reference.flatten(1).norm(dim=1)
+
+
 def predictions(logits: torch.Tensor, batch: dict, task: str, seg_classes) -> torch.Tensor:
     """Class ``[B]``, or each point's part among its category's ``[B, N]``."""
     if task == "cls":
@@ -103,11 +108,10 @@ def measure(run: Path, n_rotations: int, seed: int, dtype: torch.dtype) -> dict:
             rotated = dict(batch, points=batch["points"] @ rotation)
             with recorded_graphs() as graphs:
                 logits = forward(model, rotated, config.task, test_set.num_classes)
-            change = (logits - reference).flatten(1).norm(dim=1) / reference.flatten(1).norm(dim=1)
+            change = relative_change(logits, reference)
             with replayed_graphs(reference_graphs):
                 fixed = forward(model, rotated, config.task, test_set.num_classes)
-            worst_fixed = max(worst_fixed, ((fixed - reference).flatten(1).norm(dim=1)
-                                            / reference.flatten(1).norm(dim=1)).max().item())
+            worst_fixed = max(worst_fixed, relative_change(fixed, reference).max().item())
             changed = changed_neighbours(reference_graphs, graphs)
             over += int((change > LIMIT).sum())
             over_flipped += int(((change > LIMIT) & changed.any(0)).sum())

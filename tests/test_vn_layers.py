@@ -323,6 +323,17 @@ def test_wrong_layout_raises_with_expected_layout():
         vn.to_vn(torch.randn(2, 3, 100))
 
 
+def _twin_batchnorms(train: bool) -> tuple[vn.VNBatchNorm, vn.VNBatchNorm]:
+    """Two float64 ``VNBatchNorm(4)`` with the same random affine and running statistics, in one mode."""
+    plain, other = vn.VNBatchNorm(4).double(), vn.VNBatchNorm(4).double()
+    with torch.no_grad():
+        plain.bn.weight.uniform_(0.5, 1.5), plain.bn.bias.uniform_(-0.5, 0.5)
+        plain.bn.running_mean.uniform_(0, 1), plain.bn.running_var.uniform_(0.5, 1)
+    other.load_state_dict(plain.state_dict())
+    plain.train(train), other.train(train)
+    return plain, other
+
+
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("directions,mean_last", [(4, False), (1, False), (4, True)])
 def test_fused_batchnorm_leaky_relu_matches_composition(train, directions, mean_last):
@@ -331,12 +342,7 @@ def test_fused_batchnorm_leaky_relu_matches_composition(train, directions, mean_
     torch.manual_seed(0)
     both = torch.randn(3, 4 + directions, 3, 5, 2, dtype=torch.float64, requires_grad=True)
     q, k = both[:, :4], both[:, 4:]
-    plain, fused = vn.VNBatchNorm(4).double(), vn.VNBatchNorm(4).double()
-    with torch.no_grad():
-        plain.bn.weight.uniform_(0.5, 1.5), plain.bn.bias.uniform_(-0.5, 0.5)
-        plain.bn.running_mean.uniform_(0, 1), plain.bn.running_var.uniform_(0.5, 1)
-    fused.load_state_dict(plain.state_dict())
-    plain.train(train), fused.train(train)
+    plain, fused = _twin_batchnorms(train)
     expected = vn.vn_leaky_relu(plain(q), k, 0.2)
     expected = expected.mean(-1) if mean_last else expected
     out = vn_batchnorm_leaky_relu(both, 4, fused.bn, 0.2, mean_last)
@@ -363,12 +369,7 @@ def test_edgeconv_kernel_matches_gathered_edges_then_fused_norm(train):
     per_neighbor = torch.randn(2, 8, 3, 12, dtype=torch.float64, requires_grad=True)
     per_center = torch.randn(2, 8, 3, 12, dtype=torch.float64, requires_grad=True)
     index = vn.knn(per_neighbor.detach(), 4)
-    plain, kernel = vn.VNBatchNorm(4).double(), vn.VNBatchNorm(4).double()
-    with torch.no_grad():
-        plain.bn.weight.uniform_(0.5, 1.5), plain.bn.bias.uniform_(-0.5, 0.5)
-        plain.bn.running_mean.uniform_(0, 1), plain.bn.running_var.uniform_(0.5, 1)
-    kernel.load_state_dict(plain.state_dict())
-    plain.train(train), kernel.train(train)
+    plain, kernel = _twin_batchnorms(train)
     edges = vn.gather_neighbors(per_neighbor, index) + per_center.unsqueeze(-1)
     expected = vn_batchnorm_leaky_relu(edges, 4, plain.bn, 0.2, mean_last=True)
     out = vn_edgeconv_mean(per_neighbor, per_center, index, 4, kernel.bn, 0.2)
