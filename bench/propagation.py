@@ -23,7 +23,7 @@ from room_field import add_fit_arguments, room_and_field  # noqa: E402
 
 from priors3d.runs import save_json  # noqa: E402
 from priors3d.shaping.baseline import fit_semantic_head, predict_semantic  # noqa: E402
-from priors3d.shaping.metrics import segmentation_metrics  # noqa: E402
+from priors3d.metrics import label_map_metrics  # noqa: E402
 from priors3d.shaping.shape import (TUNED, ShapeConfig, evaluation_clicks, label_pictures,  # noqa: E402
                                     propagate_labels, shape_field)
 
@@ -51,7 +51,7 @@ def main() -> None:
             runs = runs[:1] + runs[3:4]
         for field_name, model, method in runs:
             result = propagate_labels(model, setup, scene.train, scene.test, clicks, n_classes, method, progress=True)
-            m = segmentation_metrics(result["labels"], target, n_classes)
+            m = label_map_metrics(result["labels"], target, n_classes)
             clicked = result["active"].nonzero().flatten().tolist()
             reachable = [c for c in m["classes"] if c in clicked]
             m["miou_clicked"] = float(torch.tensor([m["iou"][c] for c in reachable]).mean())
@@ -64,7 +64,7 @@ def main() -> None:
         start = time.perf_counter()
         head = fit_semantic_head(unshaped, setup, scene.train, clicks, n_classes)
         labels = predict_semantic(unshaped, setup, head, scene.test, result["active"])
-        m = segmentation_metrics(labels, target, n_classes)
+        m = label_map_metrics(labels, target, n_classes)
         m["miou_clicked"] = float(torch.tensor([m["iou"][c] for c in m["classes"] if c in clicked]).mean())
         records[f"{setting}/semantic-nerf"] = {**{k: m[k] for k in ("miou", "miou_clicked", "accuracy",
                                                                   "class_accuracy")},
@@ -72,7 +72,7 @@ def main() -> None:
         label_pictures(args.out / f"{setting}_semantic_nerf.png", scene, labels, target)
         rows.append((setting, "Semantic-NeRF-style head (clicks only)", records[f"{setting}/semantic-nerf"]))
     save_json(args.out / "results.json", records)
-    n_present = len(segmentation_metrics(target, target, n_classes)["classes"])
+    n_present = len(label_map_metrics(target, target, n_classes)["classes"])
     sparse_clicks = evaluation_clicks(scene)
     table = ["| setting | method | mIoU | mIoU (clicked classes) | accuracy | class accuracy | time (s) |"
              " per class (s) |", "|---|---|---|---|---|---|---|---|"]

@@ -21,7 +21,7 @@ from report import machine, write_section  # noqa: E402
 from room_field import add_fit_arguments, room_and_field  # noqa: E402
 
 from priors3d.runs import save_json  # noqa: E402
-from priors3d.shaping.metrics import segmentation_metrics  # noqa: E402
+from priors3d.metrics import label_map_metrics  # noqa: E402
 from priors3d.shaping.shape import (TUNED, ShapeConfig, evaluation_clicks, label_pictures,  # noqa: E402
                                     propagate_labels, shape_field)
 
@@ -54,7 +54,7 @@ def main() -> None:
                                                          iterations=args.shape_iterations, **{**TUNED, **overrides}))
             seconds = time.perf_counter() - start
         labels = propagate_labels(model, setup, scene.train, scene.test, clicks, n_classes)["labels"]
-        m = segmentation_metrics(labels, target, n_classes)
+        m = label_map_metrics(labels, target, n_classes)
         records[slug] = {"overrides": overrides, "shape_seconds": seconds,
                          **{k: m[k] for k in ("miou", "accuracy", "class_accuracy", "iou")}}
         label_pictures(args.out / f"labels_{slug}.png", scene, labels, target)

@@ -5,6 +5,8 @@ import json
 import pytest
 import torch
 
+from priors3d.metrics import confusion_matrix
+
 from priors3d.pointcloud import metrics
 from priors3d.pointcloud.train import (
     EvalConfig,
@@ -24,13 +26,13 @@ SEG = [[0, 1, 2], [3, 4]]
 def test_classification_metrics():
     target = torch.tensor([0, 0, 0, 0, 1, 1, 2, -1])
     pred = torch.tensor([0, 0, 0, 1, 1, 0, 2, 2])
-    confusion = metrics.confusion_matrix(pred, target, 3)
+    confusion = confusion_matrix(pred, target, 3)
     assert confusion.tolist() == [[3, 1, 0], [1, 1, 0], [0, 0, 1]]      # the void item is skipped
     result = metrics.classification_metrics(confusion)
     assert result["oa"] == pytest.approx(5 / 7)
     assert result["macc"] == pytest.approx((3 / 4 + 1 / 2 + 1) / 3)
     with pytest.raises(ValueError, match="labels must lie"):
-        metrics.confusion_matrix(torch.tensor([3]), torch.tensor([0]), 3)
+        confusion_matrix(torch.tensor([3]), torch.tensor([0]), 3)
 
 
 def test_shape_iou_absent_part_counts_one_and_void_ignored():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from priors3d.shaping.losses import info_nce, jacobian_cosines, norm_penalty, shaping_loss
-from priors3d.shaping.metrics import segmentation_metrics
+from priors3d.metrics import label_map_metrics
 from priors3d.shaping.pairs import adaptive_feature_pairs, corrupt_masks, mask_pairs, positive_ratio
 from priors3d.shaping.shape import ShapeConfig, jacobian_batch, jacobian_pixels
 
@@ -72,7 +72,7 @@ def test_corrupt_masks():
 def test_segmentation_metrics_by_hand():
     target = torch.tensor([0, 0, 1, 1, -1, 2])
     pred = torch.tensor([0, 1, 1, -1, 0, 2])
-    m = segmentation_metrics(pred, target, 4)
+    m = label_map_metrics(pred, target, 4)
     # class 0: tp 1, gt 2, pred 1 -> IoU 1/2; class 1: tp 1, gt 2, pred 2 -> 1/3; class 2: 1; class 3 absent
     assert m["miou"] == pytest.approx((0.5 + 1 / 3 + 1) / 3)
     assert m["accuracy"] == pytest.approx(3 / 5)

@@ -17,7 +17,7 @@ from priors3d.shaping.baseline import SemanticHead
 from priors3d.shaping.edit import edit_picture, recolor, select
 from priors3d.shaping.propagate import Click, auto_clicks, dense_clicks, render_grey, view_rays
 from priors3d.shaping.shape import label_pictures, propagate_labels
-from priors3d.shaping.metrics import segmentation_metrics
+from priors3d.metrics import label_map_metrics
 
 
 class HalfPlanes(nn.Module):
@@ -64,7 +64,7 @@ def test_propagation_recovers_the_half_planes(method):
     result = propagate_labels(HalfPlanes(), SETUP, views, views, clicks, 2, method)
     assert torch.equal(result["labels"], views.semantic)
     assert result["responses"].shape == (2, 8, 8, 2)
-    assert segmentation_metrics(result["labels"], views.semantic, 2)["miou"] == 1.0
+    assert label_map_metrics(result["labels"], views.semantic, 2)["miou"] == 1.0
 
 
 def test_no_response_threshold_and_unclicked_classes():

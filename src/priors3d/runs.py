@@ -1,20 +1,24 @@
-"""Run directories: seed, config, git commit, metrics and checkpoints, written atomically.
+"""Run directories: config, metrics, checkpoints and pictures, written atomically, one writer at a time.
 
-A run directory holds ``config.json`` (the config dataclass, the seed, the git commit and the
-command line), ``metrics.jsonl`` (one JSON object per evaluation), ``checkpoint.pt`` and PNG
-pictures. Every file is written to a temporary name in the same folder and then renamed, so an
-interrupted run never leaves a half-written file behind.
+A run directory holds ``config.json`` (the command's kind, its config dataclass, the seed, the git
+commit and the command line), ``metrics.jsonl`` (one JSON object per logged step), ``checkpoint.pt``
+and PNG pictures. Every file is written to a temporary name in the same folder and renamed, so an
+interrupted run never leaves a half-written file behind; files take the user's umask. A command that
+writes a run holds ``.lock`` (an advisory ``flock``), so a second writer gets a clear error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import random
 import subprocess
 import sys
 import tempfile
+import types
+import typing
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,14 +46,25 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` and rename the result onto ``path`` (atomic on POSIX)."""
+    """Call ``write(tmp_path)`` and rename the result onto ``path`` (atomic on POSIX).
+
+    The file gets the permissions a plain ``open`` would give it (``0o666`` less the umask), not the
+    ``0o600`` of a temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -66,6 +81,17 @@ def save_json(path: str | os.PathLike, obj: Any) -> Path:
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save`` ``obj`` atomically (checkpoints)."""
     return atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def load_torch(path: str | os.PathLike) -> Any:
+    """``torch.load`` a checkpoint on the CPU; a file that is not one raises a ValueError naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or not written by torch.save): "
+                         f"{error}") from None
 
 
 def save_figure(path: str | os.PathLike, fig) -> Path:
@@ -88,25 +114,106 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
 
+def config_from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
+    """Rebuild the dataclass ``cls`` from its JSON form (nested dataclasses, paths, tuples).
+
+    Unknown keys raise a ValueError that names them and ``where`` they came from.
+    """
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} must be a JSON object of {cls.__name__} options, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{where} has options that {cls.__name__} does not know: {unknown} "
+                         f"(known: {sorted(fields)})")
+    hints = typing.get_type_hints(cls, include_extras=False)
+    return cls(**{name: _from_json(hints[name], value, f"{where}.{name}") for name, value in values.items()})
+
+
+def _from_json(hint: Any, value: Any, where: str) -> Any:
+    if value is None:
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _from_json(inner[0], value, where) if len(inner) == 1 else value
+    if origin is typing.Annotated:
+        return _from_json(args[0], value, where)
+    if dataclasses.is_dataclass(hint):
+        return config_from_dict(hint, value, where)
+    if hint is Path or (isinstance(hint, type) and issubclass(hint, Path)):
+        return Path(value)
+    if origin is tuple:
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        return tuple(_from_json(h, v, where) for h, v in zip(items, value)) if items else tuple(value)
+    return value
+
+
+class RunLocked(RuntimeError):
+    """Another process is writing the run directory."""
+
+
 class RunDir:
     """A run directory: ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` and pictures."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, create: bool = True):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        self._lock: int | None = None
 
     def path(self, name: str) -> Path:
         return self.root / name
 
-    def write_config(self, config: Any, seed: int) -> None:
+    # --- one writer --------------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take the run's write lock (raise ``RunLocked`` if another process holds it) and remove the
+        temporary files that a killed writer left behind."""
+        fd = os.open(self.path(".lock"), os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunLocked(f"{self.root} is being written by {holder}; wait for it to finish or choose "
+                            f"another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._lock = fd
+        for stale in self.root.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing releases the flock
+            self._lock = None
+
+    # --- files -------------------------------------------------------------------------------------
+    def write_config(self, config: Any, seed: int, kind: str | None = None) -> None:
         save_json(self.path("config.json"), {
-            "config": config, "seed": seed, "git_commit": git_commit(), "argv": sys.argv,
+            "kind": kind, "config": config, "seed": seed, "git_commit": git_commit(), "argv": sys.argv,
         })
+
+    def read_config(self) -> dict[str, Any]:
+        """``config.json`` as written by ``write_config``."""
+        path = self.path("config.json")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: expected a run directory written by a priors3d command")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from None
+
+    def kind(self) -> str | None:
+        """The kind of command that wrote the run (``field-fit``, ``pointcloud-train``, ...)."""
+        return self.read_config().get("kind")
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one record to ``metrics.jsonl`` (the whole file is rewritten atomically)."""
-        lines = self.read_metrics() + [record]
-        text = "".join(json.dumps(r, default=_json_default) + "\n" for r in lines)
+        self.write_metrics(self.read_metrics() + [record])
+
+    def write_metrics(self, records: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(r, default=_json_default) + "\n" for r in records)
         atomic_write(self.path("metrics.jsonl"), lambda p: p.write_text(text))
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -123,4 +230,23 @@ class RunDir:
         path = self.path(name)
         if not path.exists():
             return None
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return load_torch(path)
+
+
+def open_run(path: str | os.PathLike, kinds: str | tuple[str, ...], command: str) -> RunDir:
+    """An existing run directory written by a command of one of ``kinds``, for reading.
+
+    Raises FileNotFoundError for a path that is not a run (creating nothing) and ValueError for a run
+    of another kind; both messages name the path and what ``command`` expected.
+    """
+    kinds = (kinds,) if isinstance(kinds, str) else kinds
+    root = Path(path)
+    if not root.is_dir() or not (root / "config.json").is_file():
+        raise FileNotFoundError(f"{root} is not a run directory (no config.json); '{command}' expects a run "
+                                f"written by {' or '.join(kinds)}")
+    run = RunDir(root, create=False)
+    kind = run.kind()
+    if kind not in kinds:
+        raise ValueError(f"{root} is a {kind or 'unknown'} run; '{command}' expects a run written by "
+                         f"{' or '.join(kinds)}")
+    return run

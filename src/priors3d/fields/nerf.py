@@ -50,8 +50,9 @@ class NeRFConfig:
     density_grid: int = 64
 
 
-def frequency_encoding(x: Tensor, n_frequencies: int) -> Tensor:
-    """``[..., D] -> [..., D * (1 + 2 * n_frequencies)]``: ``x`` and ``sin, cos(2^k pi x)``, ``k < n``."""
+def positional_encoding(x: Tensor, n_frequencies: int) -> Tensor:
+    """``[..., D] -> [..., D * (1 + 2 * n_frequencies)]``: ``x``, then ``sin(2^k π x)``, then
+    ``cos(2^k π x)`` for ``k < n_frequencies`` (frequency-major, coordinate-minor)."""
     if n_frequencies == 0:
         return x
     scales = (2.0 ** torch.arange(n_frequencies, dtype=x.dtype, device=x.device)) * math.pi
@@ -148,7 +149,7 @@ class NeRF(nn.Module):
         if directions.shape[-1] != 3 or torch.broadcast_shapes(directions.shape, positions.shape) != positions.shape:
             raise ValueError(f"directions must be [..., 3] broadcastable to positions {list(positions.shape)}, "
                              f"got {list(directions.shape)}")
-        dir_term = self.rgb_dir(frequency_encoding(directions.to(out.dtype), self.config.dir_frequencies))
+        dir_term = self.rgb_dir(positional_encoding(directions.to(out.dtype), self.config.dir_frequencies))
         hidden = self.rgb_geo(out[:, 1:]).reshape(*batch, -1) + dir_term
         rgb = torch.sigmoid(self.rgb_out(torch.relu(hidden)))
         return sigma.reshape(batch), rgb

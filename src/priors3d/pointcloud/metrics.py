@@ -1,6 +1,7 @@
 """Classification and part-segmentation metrics, as sums that add up across batches and ranks.
 
-Classification: overall accuracy (OA) and class-mean accuracy (mAcc) from a confusion matrix.
+Classification: overall accuracy (OA) and class-mean accuracy (mAcc) from a confusion matrix
+(:func:`priors3d.metrics.confusion_matrix`).
 Part segmentation follows the ShapeNetPart convention: a shape's IoU is the mean over its category's
 parts of ``|pred ∩ true| / |pred ∪ true|``, where a part absent from both prediction and truth counts
 1; predictions are restricted to the category's parts. Instance mIoU averages over shapes,
@@ -11,18 +12,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-
-
-def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
-    """``[C, C]`` int64 counts, rows = truth, columns = prediction; targets ``-1`` are skipped."""
-    if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape, got {list(pred.shape)} and {list(target.shape)}")
-    keep = target >= 0
-    pred, target = pred[keep].long(), target[keep].long()
-    if pred.numel() and (pred.min() < 0 or pred.max() >= num_classes or target.max() >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}), got pred in [{pred.min()}, {pred.max()}] "
-                         f"and target up to {target.max()}")
-    return torch.bincount(target * num_classes + pred, minlength=num_classes ** 2).view(num_classes, num_classes)
 
 
 def classification_metrics(confusion: Tensor) -> dict[str, float]:

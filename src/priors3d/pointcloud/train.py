@@ -37,10 +37,10 @@ from priors3d.pointcloud.data.transforms import AugmentConfig, augment
 from priors3d.pointcloud.metrics import (
     SegmentationMeter,
     classification_metrics,
-    confusion_matrix,
     restricted_prediction,
     segmentation_metrics,
 )
+from priors3d.metrics import confusion_matrix
 from priors3d.pointcloud.models import DEFAULT_FRAME, build_model
 from priors3d.runs import RunDir, atomic_write, save_figure, save_json, seed_everything
 from priors3d.so3 import parse_protocol_pair, rotations_for_protocol

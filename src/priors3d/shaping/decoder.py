@@ -27,21 +27,13 @@ from torch.func import functional_call, jacrev, vmap
 
 from priors3d.fields.gaussians import GaussianField
 from priors3d.fields.splat import render_gaussians
+from priors3d.fields.nerf import positional_encoding
 from priors3d.shaping.jacobian import flatten, parameter_subset, unflatten
 from priors3d.shaping.losses import info_nce, jacobian_cosines, norm_penalty
 from priors3d.shaping.pairs import mask_pairs
 
 OUTPUTS = {"motion": slice(0, 3), "color": slice(3, 6), "opacity": slice(6, 7)}
 """Columns of the decoder's output ``[N, 7]``: translation, colour and opacity-logit deltas."""
-
-
-def positional_encoding(points: Tensor, n_freqs: int) -> Tensor:
-    """``[N, 3] -> [N, 3 + 6 n_freqs]``: ``x, sin(2^k π x), cos(2^k π x)`` for ``k < n_freqs``."""
-    if points.ndim != 2 or points.shape[-1] != 3:
-        raise ValueError(f"points must be [N, 3], got {list(points.shape)}")
-    scales = math.pi * 2.0 ** torch.arange(n_freqs, dtype=points.dtype)
-    angles = (points[:, None, :] * scales[:, None]).flatten(1)  # [N, 3 n_freqs]
-    return torch.cat([points, angles.sin(), angles.cos()], dim=-1)
 
 
 def box_coordinates(points: Tensor, aabb: Tensor) -> Tensor:

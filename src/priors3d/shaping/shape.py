@@ -29,7 +29,7 @@ from priors3d.shaping.pairs import adaptive_feature_pairs, corrupt_masks, mask_p
 from priors3d.shaping.propagate import (Click, auto_clicks, click_jacobians, click_point_jacobians, dense_clicks,
                                         first_order_responses, perturb_responses, prototypes, argmax_labels,
                                         sampling, view_jacobians, view_rays, volume_responses)
-from priors3d.shaping.metrics import segmentation_metrics
+from priors3d.metrics import label_map_metrics
 
 
 @dataclass
@@ -311,7 +311,7 @@ def propagate(cfg: PropagateConfig) -> dict:
                "clicked_classes": result["active"].nonzero().flatten().tolist(),
                **{k: result[k] for k in ("seconds", "shared_seconds", "per_class_seconds")}}
     if target is not None:
-        summary.update(segmentation_metrics(result["labels"], target, n_classes))
+        summary.update(label_map_metrics(result["labels"], target, n_classes))
         label_pictures(out / "labels.png", scene, result["labels"], target)
         print(f"{cfg.method}: mIoU {summary['miou']:.3f}, accuracy {summary['accuracy']:.3f}, "
               f"class accuracy {summary['class_accuracy']:.3f} over {len(scene.test)} test views")
@@ -424,7 +424,7 @@ def demo_pipeline(out_dir: str | Path = "runs/shaping-demo", quick: bool = True)
             shape_field(model, setup, scene, ShapeConfig(run=out_dir / "fit", out=out_dir / "shape",
                                                          iterations=300 if quick else 1000, **TUNED))
         labels = propagate_labels(model, setup, scene.train, scene.test, clicks, n_classes)["labels"]
-        metrics = segmentation_metrics(labels, scene.test.semantic, n_classes)
+        metrics = label_map_metrics(labels, scene.test.semantic, n_classes)
         label_pictures(out_dir / f"labels_{name}.png", scene, labels, scene.test.semantic)
         result[name] = {k: metrics[k] for k in ("miou", "accuracy", "class_accuracy")}
         print(f"{name}: mIoU {metrics['miou']:.3f}, accuracy {metrics['accuracy']:.3f}")

@@ -1,4 +1,5 @@
-"""Label-map metrics with void ignored: confusion matrix, mIoU, total and class-average accuracy."""
+"""Label metrics shared by every task, void (-1) ignored: the confusion matrix, and mIoU / total and
+class-average accuracy of label maps."""
 
 from __future__ import annotations
 
@@ -7,19 +8,24 @@ from torch import Tensor
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, n_classes: int) -> Tensor:
-    """``[C, C]`` int64 counts ``[true, predicted]`` over pixels whose target is not void (-1).
+    """``[C, C]`` int64 counts, rows = truth, columns = prediction, over items whose target is not void (-1).
 
-    Predictions outside ``0..C-1`` (e.g. -1 for "no response") count as misses: they add to no
-    column but still lower the true class's accuracy and IoU (see ``segmentation_metrics``).
+    A prediction of -1 ("no response") counts in no column, so it still lowers the true class's
+    accuracy and IoU (see ``label_map_metrics``). Any other label outside ``0..C-1`` raises.
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {list(pred.shape)} and {list(target.shape)}")
-    valid = (target >= 0) & (target < n_classes) & (pred >= 0) & (pred < n_classes)
-    index = target[valid].long() * n_classes + pred[valid].long()
+    keep = target >= 0
+    pred, target = pred[keep].long(), target[keep].long()
+    if pred.numel() and (pred.min() < -1 or pred.max() >= n_classes or target.max() >= n_classes):
+        raise ValueError(f"labels must lie in [0, {n_classes}) (predictions may be -1), got pred in "
+                         f"[{pred.min()}, {pred.max()}] and target up to {target.max()}")
+    answered = pred >= 0
+    index = target[answered] * n_classes + pred[answered]
     return torch.bincount(index, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def segmentation_metrics(pred: Tensor, target: Tensor, n_classes: int) -> dict:
+def label_map_metrics(pred: Tensor, target: Tensor, n_classes: int) -> dict:
     """mIoU, total accuracy and class-average accuracy of label maps (any equal shapes).
 
     Averages run over the classes present in ``target``; void target pixels are ignored and
