@@ -2,8 +2,10 @@
 
 Thin by design: every command is a library function taking one config dataclass; this module
 finds the function, lets tyro build the options from the dataclass, and calls it. Imports are
-lazy so that ``priors3d --help`` is instant. Bad input (ValueError, FileNotFoundError) is reported
-as one line and exit status 2; set ``PRIORS3D_DEBUG=1`` for the traceback.
+lazy so that ``priors3d --help`` is instant. Every config's ``threads`` is applied here. Bad input
+(ValueError, FileNotFoundError, a run locked by another writer) is reported as one line and exit
+status 2; SIGINT/SIGTERM during training as one line and status 130 (the checkpoint is saved). Set
+``PRIORS3D_DEBUG=1`` for the traceback.
 """
 
 from __future__ import annotations
@@ -18,31 +20,31 @@ import tyro
 
 # group -> command -> "module:function"; the function takes one config dataclass.
 COMMANDS: dict[str, dict[str, str]] = {
-    "demo": {"rotation": "priors3d.demo:rotation_demo", "field": "priors3d.demo:field_demo"},
-    "data": {"prepare": "priors3d.pointcloud.data:prepare"},
+    "demo": {"rotation": "priors3d.commands.demo:rotation", "field": "priors3d.commands.demo:field"},
+    "data": {"prepare": "priors3d.commands.pointcloud:prepare"},
     "pointcloud": {
-        "train": "priors3d.pointcloud.train:train",
-        "eval": "priors3d.pointcloud.train:evaluate_run",
-        "protocols": "priors3d.pointcloud.train:protocols",
+        "train": "priors3d.commands.pointcloud:train",
+        "eval": "priors3d.commands.pointcloud:evaluate",
+        "protocols": "priors3d.commands.pointcloud:protocols",
     },
     "occupancy": {
-        "train": "priors3d.pointcloud.train_occupancy:train",
-        "eval": "priors3d.pointcloud.train_occupancy:evaluate_run",
-        "protocols": "priors3d.pointcloud.train_occupancy:protocols",
+        "train": "priors3d.commands.occupancy:train",
+        "eval": "priors3d.commands.occupancy:evaluate",
+        "protocols": "priors3d.commands.occupancy:protocols",
     },
     "field": {
-        "generate": "priors3d.fields.scenes.generate:generate",
-        "fit": "priors3d.fields.train:fit",
-        "render": "priors3d.fields.train:render",
-        "shape": "priors3d.shaping.shape:shape",
-        "propagate": "priors3d.shaping.shape:propagate",
-        "select": "priors3d.shaping.shape:select_command",
-        "recolor": "priors3d.shaping.shape:recolor_command",
+        "generate": "priors3d.commands.fit:generate",
+        "fit": "priors3d.commands.fit:fit",
+        "render": "priors3d.commands.fit:render",
+        "shape": "priors3d.commands.shaping:shape",
+        "propagate": "priors3d.commands.shaping:propagate",
+        "select": "priors3d.commands.shaping:select",
+        "recolor": "priors3d.commands.shaping:recolor",
     },
     "splat": {
-        "fit": "priors3d.fields.splat_fit:fit",
-        "shape": "priors3d.shaping.infogs:shape",
-        "edit": "priors3d.shaping.infogs:edit",
+        "fit": "priors3d.commands.fit:splat_fit",
+        "shape": "priors3d.commands.shaping:splat_shape",
+        "edit": "priors3d.commands.shaping:splat_edit",
     },
 }
 
@@ -73,6 +75,11 @@ def run_command(group: str, command: str, args: list[str]):
     config_type = typing.get_type_hints(func)[param.name]
     config = tyro.cli(config_type, args=args, prog=f"priors3d {group} {command}",
                       description=inspect.getdoc(func))
+    threads = getattr(config, "threads", None)
+    if threads is not None:
+        from priors3d.engine import set_threads
+
+        set_threads(threads)
     return func(config)
 
 
@@ -87,10 +94,21 @@ def main(argv: list[str] | None = None) -> None:
         rest = [next(iter(commands))] + rest  # a group with one command needs no command name
     if not rest:
         raise SystemExit(f"priors3d {group}: missing command\n\n{_usage()}")
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # see priors3d.use_huge_pages
     try:
         run_command(group, rest[0], rest[1:])
-    except (ValueError, FileNotFoundError) as error:  # bad input: the message says what was expected
-        if os.environ.get("PRIORS3D_DEBUG"):
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside a training loop
+        print(f"priors3d {group} {rest[0]}: interrupted (the last checkpoint, if any, is kept)", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as error:
+        from priors3d.engine import Interrupted
+        from priors3d.runs import RunLocked
+
+        if isinstance(error, Interrupted):
+            print(f"priors3d {group} {rest[0]}: {error}", file=sys.stderr)
+            raise SystemExit(130) from None
+        # bad input: the message says what was expected
+        if not isinstance(error, (ValueError, FileNotFoundError, RunLocked)) or os.environ.get("PRIORS3D_DEBUG"):
             raise
         print(f"priors3d {group} {rest[0]}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

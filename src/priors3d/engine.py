@@ -38,8 +38,18 @@ from priors3d.runs import RunDir, seed_everything
 
 
 @dataclass(kw_only=True)
-class RunConfig:
-    """Options every command that writes a run shares."""
+class CommandConfig:
+    """Options every command shares."""
+
+    threads: int | None = None
+    """torch CPU threads (None: torch's default); 1 is fastest on a machine shared with other jobs."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+@dataclass(kw_only=True)
+class RunConfig(CommandConfig):
+    """Options every command that writes a training run shares."""
 
     out: Path
     """Run directory."""
@@ -48,10 +58,8 @@ class RunConfig:
     """Continue the run in ``out`` from its last checkpoint (a fresh run when there is none)."""
     overwrite: bool = False
     """Replace a run that already exists in ``out`` (without it, an existing run is never touched)."""
-    threads: int | None = None
-    """torch CPU threads (None: torch's default); 1 is fastest on a machine shared with other jobs."""
-    progress: bool = True
-    """Show progress bars."""
+    device: str = "cpu"
+    """cpu, or auto / cuda / cuda:1 for the commands that support a GPU (point clouds)."""
     checkpoint_every: int = 100
     """Write a checkpoint every this many steps (and at the end)."""
 
@@ -158,6 +166,19 @@ class Run(RunDir):
             bar.close()
         save()
         return {"step": step, "train_time_s": train_time}
+
+
+def resolve_device(device: str, supported: tuple[str, ...] = ("cpu",)) -> torch.device:
+    """``auto`` -> cuda when available and supported, else cpu; any other device must be ``supported``."""
+    if device == "auto":
+        device = "cuda" if "cuda" in supported and torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}") from None
+    if resolved.type not in supported:
+        raise ValueError(f"this command runs on {' or '.join(supported)}, got device {device!r}")
+    return resolved
 
 
 def start(config: RunConfig, kind: str, writer: bool = True) -> Run:
