@@ -21,7 +21,9 @@ from report import machine, write_section  # noqa: E402
 
 from priors3d.fields.nerf import NeRF, NeRFConfig  # noqa: E402
 from priors3d.fields.scenes import RoomConfig, generate_room  # noqa: E402
-from priors3d.fields.train import FieldSetup, load_field, scene_aabb  # noqa: E402
+from priors3d.fields.train import load_field  # noqa: E402
+from priors3d.fields.render import FieldSetup  # noqa: E402
+from priors3d.fields.rays import scene_aabb  # noqa: E402
 from priors3d.shaping.jacobian import loop_pixel_jacobians, pixel_jacobians  # noqa: E402
 from priors3d.shaping.losses import shaping_loss  # noqa: E402
 from priors3d.shaping.pairs import mask_pairs  # noqa: E402

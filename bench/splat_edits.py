@@ -25,7 +25,7 @@ from report import machine, write_section  # noqa: E402
 from priors3d.fields.scenes import RoomConfig, generate_room  # noqa: E402
 from priors3d.fields.scenes.room import build_room  # noqa: E402
 from priors3d.fields.splat_fit import SplatFitConfig, load_splats, train_splats  # noqa: E402
-from priors3d.fields.train import scene_aabb  # noqa: E402
+from priors3d.fields.rays import scene_aabb  # noqa: E402
 from priors3d.shaping.infogs import (DecoderConfig, SplatShapeConfig, load_shaped, make_decoder,  # noqa: E402
                                      move_metrics, object_clicks, shape_splats)
 

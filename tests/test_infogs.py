@@ -166,8 +166,8 @@ def test_shape_and_edit_commands_write_pictures(tmp_path):
                                        tile=8))
     import priors3d.shaping.infogs as infogs
 
-    original = infogs.load_fit_scene
-    infogs.load_fit_scene = lambda name: scene  # the tiny room instead of the default one
+    original = infogs.open_scene
+    infogs.open_scene = lambda name: scene  # the tiny room instead of the default one
     try:
         summary = shape(SplatShapeConfig(run=fit_dir, out=tmp_path / "shape", iterations=3, fraction=0.5))
         assert summary["step"] == 3 and (tmp_path / "shape" / "metrics.json").exists()
@@ -182,7 +182,7 @@ def test_shape_and_edit_commands_write_pictures(tmp_path):
         with pytest.raises(ValueError, match="outside"):
             edit(SplatEditConfig(run=tmp_path / "shape", click="0/16/3"))
     finally:
-        infogs.load_fit_scene = original
+        infogs.open_scene = original
 
 
 def test_bad_clicks_are_rejected():

@@ -177,7 +177,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_render_command_writes_pngs(tmp_path, monkeypatch):
     scene = toy_scene(size=12, n_train=6, n_test=2)
     summary = train_field(scene, small_cfg(tmp_path / "run", iterations=4, picture_views=0))
-    monkeypatch.setattr(train_module, "load_fit_scene", lambda name: scene)
+    monkeypatch.setattr(train_module, "open_scene", lambda name: scene)
     result = render(RenderConfig(run=tmp_path / "run"))
     out = tmp_path / "run" / "renders" / "test"
     assert sorted(p.name for p in out.glob("*.png")) == sorted(
@@ -202,4 +202,4 @@ def test_cli_configs_parse_and_missing_scene_is_reported(tmp_path):
     assert cfg.scene == Path("room") and cfg.iterations == 7 and cfg.field.resolutions == (8, 16)
     assert tyro.cli(RenderConfig, args=[str(tmp_path)]).split == "test"
     with pytest.raises(FileNotFoundError, match="scene folder or 'room'"):
-        train_module.load_fit_scene(tmp_path / "missing")
+        train_module.open_scene(tmp_path / "missing")

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from priors3d.fields.train import FieldSetup
+from priors3d.fields.render import FieldSetup
 from priors3d.fields.views import Scene, Views
 from priors3d.shaping.baseline import SemanticHead
 from priors3d.shaping.edit import edit_picture, recolor, select

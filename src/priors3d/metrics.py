@@ -1,7 +1,9 @@
-"""Label metrics shared by every task, void (-1) ignored: the confusion matrix, and mIoU / total and
-class-average accuracy of label maps."""
+"""Metrics shared by every task: the confusion matrix and mIoU / total and class-average accuracy of
+label maps (void = -1 ignored), and the PSNR of images."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -48,3 +50,9 @@ def label_map_metrics(pred: Tensor, target: Tensor, n_classes: int) -> dict:
             "accuracy": float(tp.sum() / gt_count.sum().clamp_min(1)),
             "class_accuracy": float(acc[present].mean()) if present.any() else float("nan"),
             "iou": iou.tolist(), "classes": present.nonzero().flatten().tolist()}
+
+
+def psnr(pred: Tensor, target: Tensor) -> float:
+    """Peak signal-to-noise ratio (dB) of images in [0, 1]."""
+    mse = float(torch.mean((pred - target) ** 2))
+    return 10.0 * math.log10(1.0 / max(mse, 1e-10))

@@ -100,3 +100,24 @@ def point_clouds(clouds: Sequence[Any], labels: Sequence[Any], titles: Sequence[
             ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def depth_image(depth: Tensor) -> np.ndarray:
+    """``[H, W]`` depth -> ``[H, W, 3]`` uint8 colour picture (turbo, 2nd-98th percentile range)."""
+    from matplotlib import colormaps
+
+    d = depth.numpy()
+    lo, hi = np.percentile(d, [2, 98])
+    scaled = np.clip((d - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    return (colormaps["turbo"](scaled)[..., :3] * 255).astype(np.uint8)
+
+
+def save_png(path: Path, image: np.ndarray) -> Path:
+    """Write an ``[H, W, 3]`` uint8 or [0, 1] float image as PNG, atomically."""
+    from PIL import Image
+
+    from priors3d.runs import atomic_write
+
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    return atomic_write(path, lambda p: Image.fromarray(image).save(p, format="PNG"))

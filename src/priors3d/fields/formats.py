@@ -446,3 +446,15 @@ def load_scene(folder: str | Path, **kwargs) -> Scene:
         return load_replica(root, **kwargs)
     raise FileNotFoundError(f"{root}: unknown scene layout; looked for transforms.json or transforms_train.json "
                             "(nerfstudio / Blender) and traj_w_c.txt (Replica / Semantic-NeRF)")
+
+
+def open_scene(scene: str | Path) -> Scene:
+    """``room`` -> the default procedural room; otherwise a scene folder read by ``load_scene``."""
+    if str(scene) == "room":
+        from priors3d.fields.scenes import RoomConfig, generate_room
+
+        return generate_room(RoomConfig())
+    path = Path(scene)
+    if not path.is_dir():
+        raise FileNotFoundError(f"scene must be a scene folder or 'room', got {str(scene)!r} (no such folder)")
+    return load_scene(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from priors3d.fields.views import Views
+from priors3d.fields.views import Scene, Views
 
 
 def _check_cameras(c2w: Tensor, intrinsics: Tensor) -> None:
@@ -93,3 +93,22 @@ def ray_aabb(origins: Tensor, directions: Tensor, aabb: Tensor) -> tuple[Tensor,
     t_near = torch.minimum(t0, t1).amax(dim=-1).clamp_min(0.0)
     t_far = torch.maximum(t0, t1).amin(dim=-1)
     return t_near, t_far, t_far > t_near
+
+
+def scene_aabb(scene: Scene) -> Tensor:
+    """``[2, 3]`` box of the scene: ``scene.aabb``, or the box of the train cameras' centres."""
+    if scene.aabb is not None:
+        return scene.aabb.float().reshape(2, 3)
+    centres = scene.train.c2w[:, :3, 3]
+    return torch.stack([centres.amin(0), centres.amax(0)])
+
+
+def ray_bounds(origins: Tensor, directions: Tensor, aabb: Tensor, near: float, far: float) -> tuple[Tensor, Tensor]:
+    """``near [...]``, ``far [...]`` of rays ``[..., 3]``: the box interval clipped to ``[near, far]``.
+
+    Rays that miss the box get ``near == far`` (an empty ray that renders the background).
+    """
+    t_near, t_far, hit = ray_aabb(origins, directions, aabb)
+    t_near = t_near.clamp(min=near)
+    t_far = torch.where(hit, t_far.clamp(max=far), t_near)
+    return t_near, torch.maximum(t_far, t_near)

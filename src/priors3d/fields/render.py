@@ -14,10 +14,15 @@ Every function takes any number of leading batch dimensions ``...`` (rays, or no
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from priors3d.fields.rays import ray_bounds, views_rays
+from priors3d.fields.views import Views
 
 
 class Field(Protocol):
@@ -199,3 +204,36 @@ def render_rays(field: Field, rays_o: Tensor, rays_d: Tensor, near: Tensor, far:
     if background is not None:
         colour = colour + (1.0 - acc)[..., None] * torch.as_tensor(background, dtype=colour.dtype, device=colour.device)
     return {"rgb": colour, "depth": depth, "acc": acc, "weights": weights, "t_starts": t_starts, "t_ends": t_ends}
+
+
+@dataclass
+class FieldSetup:
+    """How a fitted field is rendered: which scene, its box and ray bounds, and the sampling."""
+
+    scene: str
+    aabb: tuple[float, float, float, float, float, float]
+    near: float
+    far: float
+    n_samples: int
+    n_proposal: int
+    background: tuple[float, float, float] | None = None
+
+
+@torch.no_grad()
+def render_nerf_views(model: nn.Module, views: Views, setup: FieldSetup, chunk: int = 8192,
+                 progress: bool = False) -> list[dict[str, Tensor]]:
+    """Render every view of ``views``: one dict per view with ``rgb [H, W, 3]``, ``depth [H, W]``, ``acc [H, W]``."""
+    origins, directions = views_rays(views)
+    aabb = torch.tensor(setup.aabb).reshape(2, 3)
+    background = None if setup.background is None else torch.tensor(setup.background)
+    out = []
+    for v in tqdm(range(len(views)), desc="render", disable=not progress, leave=False):
+        o, d = origins[v].reshape(-1, 3), directions[v].reshape(-1, 3)
+        near, far = ray_bounds(o, d, aabb, setup.near, setup.far)
+        parts = [render_rays(model, o[i:i + chunk], d[i:i + chunk], near[i:i + chunk], far[i:i + chunk],
+                             setup.n_samples, setup.n_proposal, proposal=model.grid_density, background=background)
+                 for i in range(0, o.shape[0], chunk)]
+        h, w = views.hw
+        out.append({key: torch.cat([p[key] for p in parts]).reshape(h, w, *parts[0][key].shape[1:])
+                    for key in ("rgb", "depth", "acc")})
+    return out

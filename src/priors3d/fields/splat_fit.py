@@ -26,7 +26,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from priors3d.fields.gaussians import GaussianField, quaternion_to_matrix
-from priors3d.fields.train import depth_image, load_fit_scene, psnr, save_png, scene_aabb
+from priors3d.viz import depth_image, save_png
+from priors3d.fields.formats import open_scene
+from priors3d.metrics import psnr
+from priors3d.fields.rays import scene_aabb
 from priors3d.fields.views import Scene, Views
 from priors3d.runs import RunDir, save_json, seed_everything
 
@@ -297,7 +300,7 @@ def train_splats(scene: Scene, cfg: SplatFitConfig) -> dict:
 
 def fit(cfg: SplatFitConfig) -> dict:
     """Fit 3D Gaussians to a scene on the CPU; writes metrics, checkpoints and test-view pictures to ``--out``."""
-    summary = train_splats(load_fit_scene(cfg.scene), cfg)
+    summary = train_splats(open_scene(cfg.scene), cfg)
     print(f"{summary['gaussians']} Gaussians, test PSNR {summary['psnr']:.2f} dB after {summary['step']} steps "
           f"({summary['train_time_s']:.0f} s) -> {cfg.out}")
     return summary

@@ -20,23 +20,13 @@ from torch import Tensor
 from tqdm import tqdm
 
 from priors3d.fields.nerf import NeRF, NeRFConfig, field_from_state, field_state
-from priors3d.fields.rays import ray_aabb, views_rays
-from priors3d.fields.render import render_rays
+from priors3d.fields.formats import open_scene
+from priors3d.fields.rays import ray_bounds, scene_aabb, views_rays
+from priors3d.fields.render import FieldSetup, render_nerf_views, render_rays
 from priors3d.fields.views import Scene, Views
-from priors3d.runs import RunDir, atomic_write, save_json, seed_everything
-
-
-@dataclass
-class FieldSetup:
-    """How a fitted field is rendered: which scene, its box and ray bounds, and the sampling."""
-
-    scene: str
-    aabb: tuple[float, float, float, float, float, float]
-    near: float
-    far: float
-    n_samples: int
-    n_proposal: int
-    background: tuple[float, float, float] | None = None
+from priors3d.metrics import psnr
+from priors3d.runs import RunDir, save_json, seed_everything
+from priors3d.viz import depth_image, save_png
 
 
 @dataclass
@@ -84,84 +74,6 @@ class RenderConfig:
     chunk: int = 8192
 
 
-def load_fit_scene(scene: str | Path) -> Scene:
-    """``room`` -> the default procedural room; otherwise a scene folder read by ``load_scene``."""
-    if str(scene) == "room":
-        from priors3d.fields.scenes import RoomConfig, generate_room
-
-        return generate_room(RoomConfig())
-    path = Path(scene)
-    if not path.is_dir():
-        raise FileNotFoundError(f"scene must be a scene folder or 'room', got {str(scene)!r} (no such folder)")
-    from priors3d.fields.formats import load_scene
-
-    return load_scene(path)
-
-
-def scene_aabb(scene: Scene) -> Tensor:
-    """``[2, 3]`` box of the scene: ``scene.aabb``, or the box of the train cameras' centres."""
-    if scene.aabb is not None:
-        return scene.aabb.float().reshape(2, 3)
-    centres = scene.train.c2w[:, :3, 3]
-    return torch.stack([centres.amin(0), centres.amax(0)])
-
-
-def ray_bounds(origins: Tensor, directions: Tensor, aabb: Tensor, near: float, far: float) -> tuple[Tensor, Tensor]:
-    """``near [...]``, ``far [...]`` of rays ``[..., 3]``: the box interval clipped to ``[near, far]``.
-
-    Rays that miss the box get ``near == far`` (an empty ray that renders the background).
-    """
-    t_near, t_far, hit = ray_aabb(origins, directions, aabb)
-    t_near = t_near.clamp(min=near)
-    t_far = torch.where(hit, t_far.clamp(max=far), t_near)
-    return t_near, torch.maximum(t_far, t_near)
-
-
-def psnr(pred: Tensor, target: Tensor) -> float:
-    """Peak signal-to-noise ratio (dB) of images in [0, 1]."""
-    mse = float(torch.mean((pred - target) ** 2))
-    return 10.0 * math.log10(1.0 / max(mse, 1e-10))
-
-
-@torch.no_grad()
-def render_views(model: NeRF, views: Views, setup: FieldSetup, chunk: int = 8192,
-                 progress: bool = False) -> list[dict[str, Tensor]]:
-    """Render every view of ``views``: one dict per view with ``rgb [H, W, 3]``, ``depth [H, W]``, ``acc [H, W]``."""
-    origins, directions = views_rays(views)
-    aabb = torch.tensor(setup.aabb).reshape(2, 3)
-    background = None if setup.background is None else torch.tensor(setup.background)
-    out = []
-    for v in tqdm(range(len(views)), desc="render", disable=not progress, leave=False):
-        o, d = origins[v].reshape(-1, 3), directions[v].reshape(-1, 3)
-        near, far = ray_bounds(o, d, aabb, setup.near, setup.far)
-        parts = [render_rays(model, o[i:i + chunk], d[i:i + chunk], near[i:i + chunk], far[i:i + chunk],
-                             setup.n_samples, setup.n_proposal, proposal=model.grid_density, background=background)
-                 for i in range(0, o.shape[0], chunk)]
-        h, w = views.hw
-        out.append({key: torch.cat([p[key] for p in parts]).reshape(h, w, *parts[0][key].shape[1:])
-                    for key in ("rgb", "depth", "acc")})
-    return out
-
-
-def depth_image(depth: Tensor) -> np.ndarray:
-    """``[H, W]`` depth -> ``[H, W, 3]`` uint8 colour picture (turbo, 2nd-98th percentile range)."""
-    from matplotlib import colormaps
-
-    d = depth.numpy()
-    lo, hi = np.percentile(d, [2, 98])
-    scaled = np.clip((d - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    return (colormaps["turbo"](scaled)[..., :3] * 255).astype(np.uint8)
-
-
-def save_png(path: Path, image: np.ndarray) -> Path:
-    """Write an ``[H, W, 3]`` uint8 or [0, 1] float image as PNG, atomically."""
-    from PIL import Image
-
-    if image.dtype != np.uint8:
-        image = (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-    return atomic_write(path, lambda p: Image.fromarray(image).save(p, format="PNG"))
-
-
 def learning_rate(cfg: FitConfig, step: int, train_time: float) -> float:
     """Exponential decay from ``lr`` to ``lr_final`` over the run: over the iterations, or over the time
     budget when that is the tighter limit (so a budgeted run still ends at ``lr_final``)."""
@@ -179,7 +91,7 @@ def _train_rays(scene: Scene, aabb: Tensor, near: float, far: float) -> dict[str
 
 
 def _evaluate(model: NeRF, views: Views, setup: FieldSetup) -> dict:
-    renders = render_views(model, views, setup)
+    renders = render_nerf_views(model, views, setup)
     per_view = [psnr(r["rgb"], gt) for r, gt in zip(renders, views.images)]
     return {"psnr": float(np.mean(per_view)), "psnr_per_view": per_view}
 
@@ -251,7 +163,7 @@ def train_field(scene: Scene, cfg: FitConfig) -> dict:
     n_pictures = min(cfg.picture_views, len(scene.test))
     if n_pictures:
         pictures = scene.test.subset(list(range(n_pictures)))
-        for name, gt, r in zip(pictures.names, pictures.images, render_views(model, pictures, setup)):
+        for name, gt, r in zip(pictures.names, pictures.images, render_nerf_views(model, pictures, setup)):
             grid = np.concatenate([(gt.numpy() * 255 + 0.5).astype(np.uint8),
                                    (r["rgb"].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8),
                                    depth_image(r["depth"])], axis=1)
@@ -261,7 +173,7 @@ def train_field(scene: Scene, cfg: FitConfig) -> dict:
 
 def fit(cfg: FitConfig) -> dict:
     """Fit a CPU-fast NeRF to a scene; writes metrics, checkpoints and test-view pictures to ``--out``."""
-    return train_field(load_fit_scene(cfg.scene), cfg)
+    return train_field(open_scene(cfg.scene), cfg)
 
 
 def load_field(run_dir: str | Path) -> tuple[NeRF, FieldSetup]:
@@ -281,10 +193,10 @@ def load_field(run_dir: str | Path) -> tuple[NeRF, FieldSetup]:
 def render(cfg: RenderConfig) -> dict:
     """Render the views of a split from a fitted field to PNGs (colour and depth); report PSNR."""
     model, setup = load_field(cfg.run)
-    scene = load_fit_scene(setup.scene)
+    scene = open_scene(setup.scene)
     views = scene.test if cfg.split == "test" else scene.train
     out = cfg.out or cfg.run / "renders" / cfg.split
-    renders = render_views(model, views, setup, cfg.chunk, progress=True)
+    renders = render_nerf_views(model, views, setup, cfg.chunk, progress=True)
     per_view = {}
     for name, gt, r in zip(views.names, views.images, renders):
         save_png(out / f"{name}.png", r["rgb"].clamp(0, 1).numpy())

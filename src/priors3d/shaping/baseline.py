@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from priors3d.fields.nerf import NeRF, grid_features
 from priors3d.fields.render import render_rays
-from priors3d.fields.train import FieldSetup
+from priors3d.fields.render import FieldSetup
 from priors3d.fields.views import Views
 from priors3d.shaping.propagate import Click, argmax_labels, sampling, view_rays
 

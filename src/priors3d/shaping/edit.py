@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from priors3d.fields.render import render_rays
-from priors3d.fields.train import FieldSetup
+from priors3d.fields.render import FieldSetup
 from priors3d.fields.views import Views
 from priors3d.shaping.jacobian import flatten, parameter_subset, pixel_jacobians_chunked, unflatten
 from priors3d.shaping.propagate import Click, first_order_responses, sampling, view_jacobians, view_rays

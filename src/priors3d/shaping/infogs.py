@@ -28,7 +28,10 @@ from tqdm import tqdm
 from priors3d.fields.gaussians import GaussianField
 from priors3d.fields.splat import render_gaussians
 from priors3d.fields.splat_fit import SplatSetup, load_splats, photometric_loss
-from priors3d.fields.train import load_fit_scene, psnr, save_png, scene_aabb
+from priors3d.fields.formats import open_scene
+from priors3d.metrics import psnr
+from priors3d.viz import save_png
+from priors3d.fields.rays import scene_aabb
 from priors3d.fields.views import Scene, Views
 from priors3d.runs import RunDir, save_json, seed_everything
 from priors3d.shaping.decoder import (OUTPUTS, GaussianDecoder, decoded_attributes, decoder_deltas, knn,
@@ -262,7 +265,7 @@ def shape_splats(field: GaussianField, setup: SplatSetup, scene: Scene, cfg: Spl
 def shape(cfg: SplatShapeConfig) -> dict:
     """Shape a decoder over fitted Gaussians (InfoGaussian) so that objects move, recolour and vanish together."""
     field, setup = load_splats(cfg.run)
-    summary = shape_splats(field, setup, load_fit_scene(setup.scene), cfg)
+    summary = shape_splats(field, setup, open_scene(setup.scene), cfg)
     print(f"shaped in {summary['train_time_s']:.0f} s: test PSNR {summary['psnr_before']:.2f} -> "
           f"{summary['psnr_after']:.2f} dB -> {cfg.out}")
     return summary
@@ -287,13 +290,13 @@ def load_shaped(run_dir: str | Path) -> ShapedRun:
     checkpoint = RunDir(run_dir).load_checkpoint() if Path(run_dir).is_dir() else None
     if checkpoint is not None and "decoder" in checkpoint:
         field, setup = load_splats(checkpoint["fit_run"])
-        scene = load_fit_scene(setup.scene)
+        scene = open_scene(setup.scene)
         decoder = make_decoder(field, checkpoint["aabb"], DecoderConfig(**checkpoint["decoder_config"]))
         decoder.load_state_dict(checkpoint["decoder"])
         ids, masks = checkpoint["ids"], getattr(scene.train, checkpoint["labels"])
     else:
         field, setup = load_splats(run_dir)
-        scene = load_fit_scene(setup.scene)
+        scene = open_scene(setup.scene)
         decoder, ids, masks = make_decoder(field, scene_aabb(scene), DecoderConfig()), None, None
     field.requires_grad_(False)
     return ShapedRun(field, setup, decoder, scene, ids, masks)

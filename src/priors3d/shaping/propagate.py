@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from priors3d.fields.rays import views_rays
 from priors3d.fields.render import render_rays
-from priors3d.fields.train import FieldSetup, ray_bounds
+from priors3d.fields.render import FieldSetup
+from priors3d.fields.rays import ray_bounds
 from priors3d.fields.views import Views
 from priors3d.shaping.jacobian import (flatten, grey, parameter_subset, pixel_jacobians_chunked, point_jacobians,
                                        unflatten)

@@ -20,7 +20,10 @@ from tqdm import tqdm
 
 from priors3d.fields.nerf import NeRF, field_state
 from priors3d.fields.render import render_rays
-from priors3d.fields.train import FieldSetup, load_field, load_fit_scene, save_png
+from priors3d.fields.train import load_field
+from priors3d.fields.render import FieldSetup
+from priors3d.fields.formats import open_scene
+from priors3d.viz import save_png
 from priors3d.fields.views import Scene
 from priors3d.runs import RunDir, save_json, save_torch, seed_everything
 from priors3d.shaping.jacobian import pixel_jacobians
@@ -196,7 +199,7 @@ def shape_field(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig) 
 def shape(cfg: ShapeConfig) -> dict:
     """Shape a fitted NeRF with mutual-information gradients (JacobiNeRF) so objects resonate together."""
     model, setup = load_field(cfg.run)
-    return shape_field(model, setup, load_fit_scene(setup.scene), cfg)
+    return shape_field(model, setup, open_scene(setup.scene), cfg)
 
 
 Method = Literal["first-order", "perturb", "3d"]
@@ -299,7 +302,7 @@ class PropagateConfig:
 def propagate(cfg: PropagateConfig) -> dict:
     """Propagate labels from clicks to every test view through Jacobians; report mIoU and accuracies."""
     model, setup = load_field(cfg.run)
-    scene = load_fit_scene(setup.scene)
+    scene = open_scene(setup.scene)
     clicks = ([Click.parse(c) for c in cfg.clicks] if cfg.clicks
               else evaluation_clicks(scene, cfg.label_source, cfg.dense, cfg.click_view))
     target = getattr(scene.test, cfg.label_source)
@@ -373,7 +376,7 @@ def select_command(cfg: SelectConfig) -> dict:
     from priors3d.shaping.edit import edit_picture, select
 
     model, setup = load_field(cfg.run)
-    scene = load_fit_scene(setup.scene)
+    scene = open_scene(setup.scene)
     targets = _test_subset(scene, cfg.views)
     masks, _ = select(model, setup, scene.train, targets, _parse_pixel(cfg.click), cfg.threshold)
     out = cfg.out or cfg.run / "select"
@@ -388,7 +391,7 @@ def recolor_command(cfg: RecolorConfig) -> dict:
     from priors3d.shaping.propagate import render_grey
 
     model, setup = load_field(cfg.run)
-    scene = load_fit_scene(setup.scene)
+    scene = open_scene(setup.scene)
     targets = _test_subset(scene, cfg.views)
     click = _parse_pixel(cfg.click)
     edited = recolor(model, setup, scene.train, click, cfg.color, cfg.steps, keep=cfg.keep)
