@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-import priors3d  # noqa: E402,F401  (before torch: it switches on huge pages for large tensors)
+import priors3d  # noqa: E402
+
+priors3d.use_huge_pages()  # before torch makes a tensor: large tensors on huge pages
 import torch  # noqa: E402
 
 from report import machine, write_section  # noqa: E402
@@ -121,7 +123,7 @@ def main() -> None:
         "",
         f"Machine: {machine()}; {args.threads} torch threads; load average at the end {' '.join(load)}; "
         f"large tensors on transparent huge pages: THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')} "
-        "(set by `import priors3d` unless given).",
+        "(set by `priors3d.use_huge_pages()` unless given).",
         "",
         *lines,
         "",

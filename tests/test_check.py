@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -42,3 +43,24 @@ def test_checker_uses_given_rotations_and_same_random_state():
     identity = torch.eye(3, dtype=torch.float64).unsqueeze(0)
     noisy = lambda p: p + torch.randn_like(p)  # noqa: E731  same noise for both calls
     assert check.equivariance_error(noisy, points, vector_dim=-1, output_vector_dim=-1, rotations=identity) == 0
+
+
+def test_non_finite_outputs_raise_instead_of_measuring():
+    x = torch.randn(2, 3, 3, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match="non-finite values"):
+        check.equivariance_error(lambda t: t * float("nan"), x)
+    with pytest.raises(ValueError, match="non-finite values"):
+        check.invariance_error(lambda t: t.norm(dim=2) * float("inf"), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_assert_equivariant_passes_vn_layers_and_fails_biased_ones(dtype):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 3, 32, dtype=dtype)
+    layer = nn.Sequential(vn.VNLinearLeakyReLU(3, 8), vn.VNLinear(8, 4)).eval().to(dtype)
+    assert check.assert_equivariant(layer, x) <= check.TOLERANCE[dtype]
+    with pytest.raises(AssertionError, match=f"not equivariant: .* \\({dtype}\\)"):
+        check.assert_equivariant(BiasedVNLinear().to(dtype), x)
+    with pytest.raises(AssertionError, match="not invariant"):
+        check.assert_invariant(layer, x)  # equivariant features are not invariant
+    assert check.assert_invariant(lambda t: layer(t).norm(dim=2), x) <= check.TOLERANCE[dtype]

@@ -78,8 +78,9 @@ def test_resume_restores_state_not_only_the_step(tmp_path, monkeypatch):
 
 
 def test_resume_does_not_repeat_logged_steps(tmp_path):
-    with pytest.raises(Interrupted):
-        run_toy(tmp_path / "cut", interrupt_after=7)  # rows 2, 4, 6 logged; checkpoint at 7
+    with engine.start(RunConfig(out=tmp_path / "cut", checkpoint_every=5, progress=False), "toy") as run:
+        with pytest.raises(NonFinite):  # a crash at step 7: rows 2, 4, 6 logged, the checkpoint is at 5
+            run.train(Toy(run.generator, nan_at=6), 12, log_every=2)
     run_toy(tmp_path / "cut", resume=True)
     assert [r["step"] for r in RunDir(tmp_path / "cut").read_metrics()] == [2, 4, 6, 8, 10, 12]
 

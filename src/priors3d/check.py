@@ -3,7 +3,9 @@
 ``equivariance_error(f, x)`` returns the worst relative error ``‖f(xR) − f(x)R‖ / ‖f(x)R‖`` over a few
 random rotations; ``invariance_error`` the worst ``‖f(xR) − f(x)‖ / ‖f(x)‖``. Both run ``f`` on the
 original and the rotated input with the same random state, so stochastic layers (dropout) in training
-mode see the same masks and can be checked too.
+mode see the same masks and can be checked too, and both raise on NaN/Inf outputs (a module that
+returns NaN is not equivariant, whatever its error computes to). ``assert_equivariant`` and
+``assert_invariant`` are the same checks for users' own tests, with a tolerance per dtype.
 
 Example::
 
@@ -21,6 +23,8 @@ import torch
 from torch import Tensor
 
 from .so3 import random_rotation, rotate
+
+__all__ = ["TOLERANCE", "assert_equivariant", "assert_invariant", "equivariance_error", "invariance_error"]
 
 VectorDims = int | None | Sequence[int | None]
 
@@ -43,6 +47,9 @@ def _call(f: Callable[..., Tensor], inputs: tuple[Tensor, ...], seed: int) -> Te
         out = f(*inputs)
     if not isinstance(out, Tensor):
         raise TypeError(f"f must return one tensor, got {type(out).__name__}; wrap it to select an output")
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"f returned {int((~torch.isfinite(out)).sum())} non-finite values (NaN/Inf) of "
+                         f"{out.numel()}; equivariance cannot be measured")
     return out
 
 
@@ -84,3 +91,33 @@ def invariance_error(f: Callable[..., Tensor], inputs: Tensor | Sequence[Tensor]
                      generator: torch.Generator | None = None, rotations: Tensor | None = None) -> float:
     """Worst relative error ``‖f(xR) − f(x)‖ / ‖f(x)‖`` over random rotations (arguments as above)."""
     return _worst_error(f, inputs, vector_dim, n_rotations, generator, rotations, lambda ref, rot: ref)
+
+
+TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+"""Default relative tolerances of ``assert_equivariant`` / ``assert_invariant`` by the inputs' dtype:
+rounding of a deep equivariant network stays orders of magnitude below these (float64 ~1e-15, float32
+~1e-7 to 1e-5; README), while a network that is not equivariant is off by 1e-2 or more."""
+
+
+def _assert_below(error: float, inputs, tolerance: float | None, what: str) -> None:
+    dtype = (inputs if isinstance(inputs, Tensor) else inputs[0]).dtype
+    limit = TOLERANCE.get(dtype, 1e-4) if tolerance is None else tolerance
+    if not error <= limit:
+        raise AssertionError(f"not {what}: worst relative error {error:.3g} > tolerance {limit:.1g} ({dtype})")
+
+
+def assert_equivariant(f: Callable[..., Tensor], inputs: Tensor | Sequence[Tensor], *, tolerance: float | None = None,
+                       **kwargs) -> float:
+    """Raise AssertionError unless ``equivariance_error(f, inputs, **kwargs)`` is within ``tolerance``
+    (default: ``TOLERANCE`` of the first input's dtype); return the error."""
+    error = equivariance_error(f, inputs, **kwargs)
+    _assert_below(error, inputs, tolerance, "equivariant")
+    return error
+
+
+def assert_invariant(f: Callable[..., Tensor], inputs: Tensor | Sequence[Tensor], *, tolerance: float | None = None,
+                     **kwargs) -> float:
+    """Raise AssertionError unless ``invariance_error(f, inputs, **kwargs)`` is within ``tolerance``."""
+    error = invariance_error(f, inputs, **kwargs)
+    _assert_below(error, inputs, tolerance, "invariant")
+    return error

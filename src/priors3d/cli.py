@@ -18,6 +18,8 @@ import typing
 
 import tyro
 
+from priors3d import use_huge_pages
+
 # group -> command -> "module:function"; the function takes one config dataclass.
 COMMANDS: dict[str, dict[str, str]] = {
     "demo": {"rotation": "priors3d.commands.demo:rotation", "field": "priors3d.commands.demo:field"},
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         rest = [next(iter(commands))] + rest  # a group with one command needs no command name
     if not rest:
         raise SystemExit(f"priors3d {group}: missing command\n\n{_usage()}")
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # see priors3d.use_huge_pages
+    use_huge_pages()  # before torch makes a tensor
     try:
         run_command(group, rest[0], rest[1:])
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside a training loop

@@ -36,6 +36,9 @@ from tqdm import tqdm
 
 from priors3d.runs import RunDir, seed_everything
 
+__all__ = ["CommandConfig", "Interrupted", "NonFinite", "Run", "RunConfig", "Trainer", "resolve_device",
+           "set_threads", "start"]
+
 
 @dataclass(kw_only=True)
 class CommandConfig:

@@ -8,6 +8,8 @@ import math
 import torch
 from torch import Tensor
 
+__all__ = ["confusion_matrix", "label_map_metrics", "psnr"]
+
 
 def confusion_matrix(pred: Tensor, target: Tensor, n_classes: int) -> Tensor:
     """``[C, C]`` int64 counts, rows = truth, columns = prediction, over items whose target is not void (-1).

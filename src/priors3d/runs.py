@@ -25,6 +25,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+__all__ = ["RunDir", "RunLocked", "atomic_write", "config_from_dict", "git_commit", "load_torch", "open_run",
+           "save_figure", "save_json", "save_torch", "seed_everything"]
+
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a ``torch.Generator`` seeded with ``seed``."""

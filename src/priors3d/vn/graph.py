@@ -36,6 +36,9 @@ def knn(x: Tensor, k: int, chunk: int = 256) -> Tensor:
         x = x.flatten(1, 2)
     if x.ndim != 3:
         raise ValueError(f"knn expects [B, D, N] or [B, C, 3, N], got {list(x.shape)}")
+    if x.shape[-1] == 3 and x.shape[1] > 3:
+        raise ValueError(f"knn expects channels first, [B, D, N], got {list(x.shape)}, which looks like points "
+                         f"[B, N, 3]: pass points.transpose(1, 2) or vn.to_vn(points)")
     n = x.shape[-1]
     if not 0 < k <= n:
         raise ValueError(f"k must be in [1, N={n}], got {k}")
@@ -125,7 +128,7 @@ class VNEdgeConv(nn.Module):
         self.pool = pool
 
     def forward(self, x: Tensor, index: Tensor) -> Tensor:
-        check_features(x, self.in_channels, type(self).__name__)
+        check_features(x, self.in_channels, self)
         if self.recompute and self.pool is None and not self.cross:
             per_neighbor, per_center = self._per_point_maps(x)
             return vn_edgeconv_mean(per_neighbor, per_center, index, self.out_channels, self.norm.bn,

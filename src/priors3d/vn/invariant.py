@@ -68,7 +68,7 @@ class VNInvariant(nn.Module):
         )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        check_features(x, self.channels, type(self).__name__)
+        check_features(x, self.channels, self)
         if (self.concat_mean or self.frame == "shape") and x.ndim < 4:
             raise ValueError(f"VNInvariant(concat_mean={self.concat_mean}, frame={self.frame!r}) needs points: "
                              f"[B, C, 3, N, ...], got {list(x.shape)}")

@@ -46,7 +46,7 @@ class VNLinear(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # nn.Linear's default
 
     def forward(self, x: Tensor) -> Tensor:
-        check_features(x, self.in_channels, type(self).__name__)
+        check_features(x, self.in_channels, self)
         return vn_linear(x, self.weight)
 
     def extra_repr(self) -> str:
@@ -65,7 +65,7 @@ class VNLeakyReLU(nn.Module):
         self.map_to_dir = VNLinear(channels, 1 if share_nonlinearity else channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_features(x, self.channels, type(self).__name__)
+        check_features(x, self.channels, self)
         return vn_leaky_relu(x, vn_linear(x, self.map_to_dir.weight), self.negative_slope)
 
 
@@ -99,7 +99,7 @@ class VNLinearLeakyReLU(nn.Module):
         return bn_leaky_relu(both, self.out_channels, self.norm, self.negative_slope)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_features(x, self.in_channels, type(self).__name__)
+        check_features(x, self.in_channels, self)
         return self.activate(vn_linear(x, self.weight))
 
 
@@ -131,7 +131,7 @@ class VNDropout(nn.Module):
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        check_features(x, None, type(self).__name__)
+        check_features(x, None, self)
         if not self.training or self.p == 0.0:
             return x
         keep = x.new_ones(x.shape[:2] + (1,) + x.shape[3:])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 EPS = 1e-6  # as in the Vector Neurons reference: keeps divisions by squared norms finite
 
@@ -20,8 +20,15 @@ def dot(x: Tensor, y: Tensor, dim: int = 2, out: Tensor | None = None) -> Tensor
     return torch.mul(x0, y0, out=out).addcmul_(x1, y1).addcmul_(x2, y2)
 
 
-def check_features(x: Tensor, channels: int | None, layer: str) -> None:
-    """Raise a ValueError naming the expected layout unless ``x`` is ``[B, channels, 3, ...]``."""
+def check_features(x: Tensor, channels: int | None, layer: str | nn.Module) -> None:
+    """Raise a ValueError naming the expected layout unless ``x`` is ``[B, channels, 3, ...]``, and, for a
+    module ``layer``, unless ``x`` has the dtype of its parameters."""
+    if isinstance(layer, nn.Module):
+        weight = next(layer.parameters(), None)
+        layer = type(layer).__name__
+        if weight is not None and x.dtype != weight.dtype:
+            raise ValueError(f"{layer} has {weight.dtype} parameters but got {x.dtype} features; convert one of "
+                             f"them (module.to(x.dtype) or x.to({weight.dtype}))")
     if x.ndim < 3 or x.shape[2] != 3 or (channels is not None and x.shape[1] != channels):
         c = "C" if channels is None else str(channels)
         raise ValueError(

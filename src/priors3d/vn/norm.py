@@ -28,7 +28,7 @@ class VNBatchNorm(nn.Module):
         self.bn = nn.BatchNorm1d(channels, momentum=momentum)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_features(x, self.channels, type(self).__name__)
+        check_features(x, self.channels, self)
         norm = vector_norm(x)
         normed = self.bn(norm.reshape(norm.shape[0], self.channels, -1)).view_as(norm)
         return x * (normed / norm).unsqueeze(2)
@@ -48,7 +48,7 @@ class VNLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        check_features(x, self.channels, type(self).__name__)
+        check_features(x, self.channels, self)
         norm = vector_norm(x)
         mean = norm.mean(1, keepdim=True)
         var = norm.var(1, unbiased=False, keepdim=True)

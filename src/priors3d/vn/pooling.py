@@ -38,7 +38,7 @@ class _DirectionPool(nn.Module):
 
     def projections(self, x: Tensor) -> Tensor:
         """``x [B, C, 3, ..., N]`` → ``⟨v, k⟩`` as ``[B, C, 1, ..., N]``, after checking the layout."""
-        check_features(x, self.channels, type(self).__name__)
+        check_features(x, self.channels, self)
         if x.ndim < 4:
             raise ValueError(f"{type(self).__name__} needs a dimension to pool: [B, C, 3, ..., N], got {list(x.shape)}")
         return dot(x, vn_linear(x, self.map_to_dir.weight)).unsqueeze(2)
