@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
 
 from priors3d.fields.scenes import RoomConfig, generate_room  # noqa: E402
-from priors3d.fields.train import FitConfig, train_field  # noqa: E402
+from priors3d.fields.fit import FitConfig, fit_nerf  # noqa: E402
 from priors3d.runs import RunDir  # noqa: E402
 
 
@@ -46,8 +46,8 @@ def main(bench: Bench) -> None:
     scene = generate_room(RoomConfig())
     scene_s = time.perf_counter() - start
     cfg = FitConfig(scene=Path("room"), out=bench.out, iterations=bench.iterations, eval_every=bench.eval_every,
-                    checkpoint_every=bench.eval_every, time_budget_s=bench.budget_s)
-    summary = train_field(scene, cfg)
+                    checkpoint_every=bench.eval_every, time_budget_s=bench.budget_s, overwrite=True)
+    summary = fit_nerf(scene, cfg)
     curve = RunDir(bench.out).read_metrics()
     reached = next((r for r in curve if r["psnr"] >= bench.target_db), None)
     verdict = (f"**{bench.target_db:.0f} dB reached** at iteration {reached['step']} after "

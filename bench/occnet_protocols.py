@@ -20,7 +20,7 @@ import tyro
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import DOCS, machine, write_section  # noqa: E402
 
-from priors3d.pointcloud.train_occupancy import ProtocolsConfig, protocols  # noqa: E402
+from priors3d.commands.occupancy import ProtocolsConfig, protocols  # noqa: E402
 
 NAMES = {"vn": "VN-OccNet", "plain": "OccNet"}
 ROWS = (("none/none", "aligned/aligned"), ("none/so3", "aligned/SO3"), ("so3/so3", "SO3/SO3"))
@@ -32,7 +32,7 @@ def table(results: dict, models: tuple[str, ...]) -> str:
              "|---|---|" + "---|" * (2 * len(ROWS) + 1)]
     for model in models:
         rows = [results[f"{model} {key}"] for key, _ in ROWS]
-        minutes = f"{rows[0]['train_seconds'] / 60:.1f} / {rows[2]['train_seconds'] / 60:.1f} min"
+        minutes = f"{rows[0]['train_time_s'] / 60:.1f} / {rows[2]['train_time_s'] / 60:.1f} min"
         lines.append(f"| {NAMES[model]} | {rows[0]['parameters']:,} | "
                      + " | ".join(f"{r['iou']:.3f}" for r in rows) + " | "
                      + " | ".join(f"{r['chamfer_l1']:.4f}" for r in rows) + f" | {minutes} |")

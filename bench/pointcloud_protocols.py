@@ -24,15 +24,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from report import machine, write_section  # noqa: E402
 
-from priors3d.pointcloud.train import ProtocolsConfig, TrainConfig, protocol_run_name, protocols, resolve  # noqa: E402
+from priors3d.commands.pointcloud import ProtocolsConfig, protocols  # noqa: E402
+from priors3d.pointcloud.train import PointCloudTrainConfig, protocol_run_name, resolve  # noqa: E402
 from priors3d.runs import RunDir  # noqa: E402
 
 PAIRS = ("z/z", "z/so3", "so3/so3")
 
 
 def training_minutes(run: Path) -> float:
-    """Wall time of a run's epochs (training and per-epoch evaluation), from its metrics.jsonl."""
-    return sum(r["seconds"] for r in RunDir(run).read_metrics()) / 60
+    """Training time of a run's epochs (evaluation excluded), from its metrics.jsonl."""
+    return RunDir(run).read_metrics()[-1]["train_time_s"] / 60
 
 
 def checks(per_seed: dict[str, dict[str, list[float]]]) -> list[str]:
@@ -65,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     seeds = f"-seeds{'-'.join(map(str, args.seeds))}" if args.seeds else ""
     out = args.out or Path(f"runs/pointcloud/protocols-{args.task}{seeds}")
-    train = TrainConfig(task=args.task, threads=args.threads, resume=True, progress=False)
+    train = PointCloudTrainConfig(task=args.task, threads=args.threads, resume=True, progress=False)
     protocols(ProtocolsConfig(models=tuple(args.models), protocols=PAIRS, train=train, seeds=tuple(args.seeds),
                               out=out))
     table = (out / "protocols.md").read_text().strip()
@@ -77,7 +78,7 @@ def main() -> None:
                       for name in names})
     what = ("overall accuracy on the test shapes" if args.task == "cls" else
             "instance-average part mIoU (ShapeNetPart convention; the category is given)")
-    d = resolve(TrainConfig(task=args.task))
+    d = resolve(PointCloudTrainConfig(task=args.task))
     text = "\n".join([
         f"## Rotation protocols, {'classification' if args.task == 'cls' else 'part segmentation'}", "",
         table, "",
@@ -91,7 +92,7 @@ def main() -> None:
         + (f"seeds {', '.join(map(str, args.seeds))}, mean ± standard deviation over seeds." if args.seeds
            else f"seed {d.seed}."), "",
         *checks(per_seed), "",
-        "Training wall time per run (epochs and per-epoch evaluation), as each run recorded it: " + "; ".join(times)
+        "Training time per run (the epochs, evaluation excluded), as each run recorded it: " + "; ".join(times)
         + ". These times are pessimistic when other jobs shared the two cores during training (the load "
         "average below is the one when this text was written); `bench/vn_dgcnn_step.py` times one step "
         f"on a quiet machine. Runs trained at commit {', '.join(commits)} (their config.json records it).", "",

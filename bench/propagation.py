@@ -24,8 +24,8 @@ from room_field import add_fit_arguments, room_and_field  # noqa: E402
 from priors3d.runs import save_json  # noqa: E402
 from priors3d.shaping.baseline import fit_semantic_head, predict_semantic  # noqa: E402
 from priors3d.metrics import label_map_metrics  # noqa: E402
-from priors3d.shaping.shape import (TUNED, ShapeConfig, evaluation_clicks, label_pictures,  # noqa: E402
-                                    propagate_labels, shape_field)
+from priors3d.shaping.shape import TUNED, ShapeConfig, evaluation_clicks, propagate_labels, shape_field  # noqa: E402
+from priors3d.viz import label_pictures  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     scene, unshaped, setup, fit_run = room_and_field(args)
     shaped = copy.deepcopy(unshaped)
     start = time.perf_counter()
-    shape_field(shaped, setup, scene, ShapeConfig(run=fit_run, out=args.out / "shape",
+    shape_field(shaped, setup, scene, ShapeConfig(run=fit_run, out=args.out / "shape", overwrite=True,
                                                   iterations=args.shape_iterations, **TUNED))
     shape_seconds = time.perf_counter() - start
     n_classes = len(scene.class_names)

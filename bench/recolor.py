@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from report import machine, write_section  # noqa: E402
 
 from priors3d.fields.scenes import RoomConfig, generate_room  # noqa: E402
-from priors3d.fields.train import load_field  # noqa: E402
+from priors3d.fields.fit import load_field  # noqa: E402
 from priors3d.viz import save_png  # noqa: E402
 from priors3d.runs import save_json  # noqa: E402
 from priors3d.shaping.edit import edit_picture, recolor  # noqa: E402

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from priors3d.fields.scenes import RoomConfig, generate_room  # noqa: E402
-from priors3d.fields.train import FitConfig, load_field, train_field  # noqa: E402
+from priors3d.fields.fit import FitConfig, fit_nerf, load_field  # noqa: E402
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser, out: str) -> None:
@@ -26,7 +26,7 @@ def room_and_field(args: argparse.Namespace):
     scene = generate_room(RoomConfig(seed=0))
     fit_run = args.fit_run or args.out / "fit"
     if args.fit_run is None:
-        train_field(scene, FitConfig(scene=Path("room"), out=fit_run, iterations=args.fit_iterations,
-                                     batch_rays=2048, eval_every=10**9, picture_views=1))
+        fit_nerf(scene, FitConfig(scene=Path("room"), out=fit_run, iterations=args.fit_iterations,
+                                  batch_rays=2048, eval_every=10**9, picture_views=1, overwrite=True))
     field, setup = load_field(fit_run)
     return scene, field, setup, fit_run

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from priors3d.pointcloud.models import build_model, is_equivariant  # noqa: E402
-from priors3d.pointcloud.train import TrainConfig, forward, load_split, resolve  # noqa: E402
+from priors3d.pointcloud.train import PointCloudTrainConfig, forward, load_split, resolve  # noqa: E402
 from priors3d.vn import VNInvariant  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = resolve(TrainConfig(task="seg"))
+    config = resolve(PointCloudTrainConfig(task="seg"))
     data = load_split(config, "train")
     stride = len(data) // 16
     batch = torch.utils.data.default_collate([data[i] for i in range(0, 16 * stride, stride)])

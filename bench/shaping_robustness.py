@@ -22,8 +22,8 @@ from room_field import add_fit_arguments, room_and_field  # noqa: E402
 
 from priors3d.runs import save_json  # noqa: E402
 from priors3d.metrics import label_map_metrics  # noqa: E402
-from priors3d.shaping.shape import (TUNED, ShapeConfig, evaluation_clicks, label_pictures,  # noqa: E402
-                                    propagate_labels, shape_field)
+from priors3d.shaping.shape import TUNED, ShapeConfig, evaluation_clicks, propagate_labels, shape_field  # noqa: E402
+from priors3d.viz import label_pictures  # noqa: E402
 
 ONE_VIEW = {"views_per_step": 1}  # corrupted ids mean nothing across views, so every damaged row pairs within a view
 SETTINGS = {  # slug: (row title, ShapeConfig overrides)
@@ -50,7 +50,7 @@ def main() -> None:
         model, seconds = copy.deepcopy(unshaped), 0.0
         if overrides is not None:
             start = time.perf_counter()
-            shape_field(model, setup, scene, ShapeConfig(run=fit_run, out=args.out / f"shape-{slug}",
+            shape_field(model, setup, scene, ShapeConfig(run=fit_run, out=args.out / f"shape-{slug}", overwrite=True,
                                                          iterations=args.shape_iterations, **{**TUNED, **overrides}))
             seconds = time.perf_counter() - start
         labels = propagate_labels(model, setup, scene.train, scene.test, clicks, n_classes)["labels"]

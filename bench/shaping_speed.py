@@ -21,7 +21,7 @@ from report import machine, write_section  # noqa: E402
 
 from priors3d.fields.nerf import NeRF, NeRFConfig  # noqa: E402
 from priors3d.fields.scenes import RoomConfig, generate_room  # noqa: E402
-from priors3d.fields.train import load_field  # noqa: E402
+from priors3d.fields.fit import load_field  # noqa: E402
 from priors3d.fields.render import FieldSetup  # noqa: E402
 from priors3d.fields.rays import scene_aabb  # noqa: E402
 from priors3d.shaping.jacobian import loop_pixel_jacobians, pixel_jacobians  # noqa: E402

@@ -24,10 +24,11 @@ from report import machine, write_section  # noqa: E402
 
 from priors3d.fields.scenes import RoomConfig, generate_room  # noqa: E402
 from priors3d.fields.scenes.room import build_room  # noqa: E402
-from priors3d.fields.splat_fit import SplatFitConfig, load_splats, train_splats  # noqa: E402
+from priors3d.fields.splat_fit import SplatFitConfig, fit_splats, load_splats  # noqa: E402
 from priors3d.fields.rays import scene_aabb  # noqa: E402
+from priors3d.shaping.clicks import object_clicks  # noqa: E402
 from priors3d.shaping.infogs import (DecoderConfig, SplatShapeConfig, load_shaped, make_decoder,  # noqa: E402
-                                     move_metrics, object_clicks, shape_splats)
+                                     move_metrics, shape_splats)
 
 
 def main() -> None:
@@ -44,11 +45,12 @@ def main() -> None:
     names = build_room(RoomConfig()).instance_names
     fit_cfg = SplatFitConfig(out=args.out / "fit")
     reused = (fit_cfg.out / "metrics.json").exists()
-    fit = json.loads((fit_cfg.out / "metrics.json").read_text()) if reused else train_splats(scene, fit_cfg)
+    fit = json.loads((fit_cfg.out / "metrics.json").read_text()) if reused else fit_splats(scene, fit_cfg)
     field, setup = load_splats(fit_cfg.out)
     field.requires_grad_(False)
 
-    shape_cfg = SplatShapeConfig(run=fit_cfg.out, out=args.out / "shape", iterations=args.shape_iterations)
+    shape_cfg = SplatShapeConfig(run=fit_cfg.out, out=args.out / "shape", iterations=args.shape_iterations,
+                                 overwrite=True)
     shaped = shape_splats(field, setup, scene, shape_cfg)
     shaped_run = load_shaped(shape_cfg.out)
     decoder, ids = shaped_run.decoder, shaped_run.ids

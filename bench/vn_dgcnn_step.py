@@ -28,10 +28,10 @@ import torch  # noqa: E402
 
 from report import machine, write_section  # noqa: E402
 from priors3d.pointcloud.models import build_model  # noqa: E402
-from priors3d.pointcloud.train import TrainConfig  # noqa: E402
+from priors3d.pointcloud.train import PointCloudTrainConfig  # noqa: E402
 from priors3d.vn.workspace import workspace  # noqa: E402
 
-DEFAULTS = TrainConfig()
+DEFAULTS = PointCloudTrainConfig()
 CONFIGS = {
     "paper": [dict(model="vn_dgcnn", batch=16, points=1024, k=20, width_divisor=1, classes=40)],
     "default": [dict(model=m, batch=DEFAULTS.batch_size, points=DEFAULTS.n_points, k=DEFAULTS.k,

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from priors3d.pointcloud import distributed
 from priors3d.pointcloud.data import make_dataset
 from priors3d.pointcloud.models import build_model
-from priors3d.pointcloud.train import TrainConfig, fit
+from priors3d.pointcloud.train import PointCloudTrainConfig, train_pointcloud
 from priors3d.runs import seed_everything
 
 TIMEOUT_S = 120
@@ -22,22 +22,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, config: TrainConfig, out_dir: str) -> None:
+def _worker(rank: int, world_size: int, port: int, config: PointCloudTrainConfig, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    context = distributed.setup("cpu")
-    try:
-        model, metrics = fit(config, context)
+    with distributed.process_group("cpu") as context:
+        model, metrics = train_pointcloud(config, context)
         torch.save({"state": model.state_dict(), "metrics": metrics}, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        distributed.cleanup(context)
 
 
 def test_two_ranks_hold_identical_weights(tmp_path):
-    config = TrainConfig(model="vn_pointnet", root=tmp_path / "data", per_class=2, test_per_class=1, n_points=64,
-                         k=6, width_divisor=8, batch_size=4, epochs=1, seed=5, device="cpu", progress=False,
-                         out=tmp_path / "run")
+    config = PointCloudTrainConfig(model="vn_pointnet", root=tmp_path / "data", per_class=2, test_per_class=1,
+                                   n_points=64, k=6, width_divisor=8, batch_size=4, epochs=1, seed=5, device="cpu",
+                                   progress=False, out=tmp_path / "run")
     train_set = make_dataset("synthetic", config.root, "train", config.n_points, per_class=2, progress=False)
     make_dataset("synthetic", config.root, "test", config.n_points, per_class=1, progress=False)
     processes = mp.start_processes(_worker, args=(2, _free_port(), config, str(tmp_path)), nprocs=2,
@@ -59,4 +56,4 @@ def test_two_ranks_hold_identical_weights(tmp_path):
     seed_everything(config.seed)
     initial = build_model("vn_pointnet", "cls", train_set.num_classes, k=6, width_divisor=8).state_dict()
     assert any(not torch.equal(initial[name], rank0["state"][name]) for name in initial)
-    assert (config.out / "checkpoint.pt").is_file()
+    assert (config.out / "checkpoint.pt").is_file() and (config.out / "metrics.json").is_file()

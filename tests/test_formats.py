@@ -211,3 +211,18 @@ def test_written_features_load_back(tmp_path):
     write_nerfstudio(scene, tmp_path)
     loaded = load_scene(tmp_path)
     assert torch.allclose(loaded.train.features, scene.train.features, atol=1e-6)
+
+
+def test_nan_in_a_camera_is_rejected_at_load(tmp_path):
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
+    frame = {"file_path": "a.png", "transform_matrix": np.eye(4).tolist()}
+    broken = np.eye(4)
+    broken[1, 3] = float("nan")
+    meta = {"fl_x": 4.0, "w": 4, "h": 4, "frames": [frame, {**frame, "transform_matrix": broken.tolist()}]}
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"transforms.json: frame 1 transform_matrix holds NaN or Inf"):
+        load_nerfstudio(tmp_path, test_every=2)
+    meta["frames"][1] = {**frame, "fl_x": float("inf")}
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"transforms.json: frame 1 intrinsics hold NaN or Inf"):
+        load_nerfstudio(tmp_path, test_every=2)

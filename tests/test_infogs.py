@@ -3,17 +3,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from priors3d.commands import shaping as commands
+from priors3d.commands.shaping import SplatEditConfig, splat_edit, splat_shape
 from priors3d.fields.gaussians import GaussianField
 from priors3d.fields.scenes import RoomConfig, generate_room
-from priors3d.fields.splat_fit import SplatFitConfig, SplatSetup, train_splats
+from priors3d.fields.splat_fit import SplatFitConfig, SplatSetup, fit_splats
 from priors3d.fields.views import Views
-from priors3d.shaping.decoder import (decoder_deltas, gaussian_jacobians, knn, loop_gaussian_jacobians,
+from priors3d.runs import RunDir
+from priors3d.shaping import infogs
+from priors3d.shaping.clicks import Click
+from priors3d.shaping.decoder import (decoder_deltas, gaussian_jacobians, loop_gaussian_jacobians, nearest_neighbours,
                                       recall_leakage, render_decoded, solve_edit)
-from priors3d.shaping.infogs import (DecoderConfig, SplatEditConfig, SplatShapeConfig, clicked_gaussian, edit,
-                                     fill_from_neighbours, label_weights, load_shaped, make_decoder, object_clicks,
-                                     parse_pixel, shape, shaping_step, voted_labels)
+from priors3d.shaping.infogs import (DecoderConfig, SplatShapeConfig, clicked_gaussian, fill_from_neighbours,
+                                     label_weights, load_shaped, make_decoder, shaping_step, voted_labels)
 from priors3d.shaping.losses import jacobian_cosines
-from priors3d.shaping.propagate import Click
 
 BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 
@@ -69,7 +72,7 @@ def test_shaping_separates_two_groups_and_a_move_stays_in_its_group():
     cfg = SplatShapeConfig(run=Path("."), fraction=0.5, lr=1e-2)
     optimiser = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(0)
-    neighbours = knn(field.means.detach(), 4)
+    neighbours = nearest_neighbours(field.means.detach(), 4)
     for _ in range(200):
         shaping_step(decoder, optimiser, ids, neighbours, cfg, generator)
     cos = cosines()
@@ -148,41 +151,32 @@ def test_a_click_picks_the_clicked_objects_gaussian():
     assert clicked_gaussian(field, deltas, views, setup, centre, ids, masks + 1) == 0
 
 
-def test_object_clicks_pick_the_deepest_interior_pixel():
-    instance = torch.full((2, 12, 12), -1, dtype=torch.long)
-    instance[0, 2:7, 2:7] = 0  # 5x5 square: centre (4, 4)
-    instance[1, 1:10, 1:10] = 0  # 9x9 square in view 1: larger, wins unless view 1 is excluded
-    instance[1, 0:3, 10:12] = 1
-    clicks = object_clicks(instance)
-    assert clicks[0] == Click(1, 5, 5, 0) and clicks[1].view == 1 and clicks[1].label == 1
-    assert object_clicks(instance, [0]) == [Click(0, 4, 4, 0)]
-
-
-def test_shape_and_edit_commands_write_pictures(tmp_path):
+def test_shape_and_edit_commands_write_pictures(tmp_path, monkeypatch):
     scene = generate_room(RoomConfig(width=16, height=16, n_views=8, test_every=4, light_samples=1,
                                      overview_fov_deg=0.0))
     fit_dir = tmp_path / "fit"
-    train_splats(scene, SplatFitConfig(out=fit_dir, iterations=5, init_stride=4, init_view_step=3, picture_views=0,
-                                       tile=8))
-    import priors3d.shaping.infogs as infogs
-
-    original = infogs.open_scene
-    infogs.open_scene = lambda name: scene  # the tiny room instead of the default one
-    try:
-        summary = shape(SplatShapeConfig(run=fit_dir, out=tmp_path / "shape", iterations=3, fraction=0.5))
-        assert summary["step"] == 3 and (tmp_path / "shape" / "metrics.json").exists()
-        resumed = shape(SplatShapeConfig(run=fit_dir, out=tmp_path / "shape", iterations=4, fraction=0.5,
-                                         resume=True))
-        assert resumed["step"] == 4 and resumed["voted_fraction"] == summary["voted_fraction"]
-        for op in ("move", "recolor", "remove"):
-            result = edit(SplatEditConfig(run=tmp_path / "shape", click="0/8/8", op=op, views=2))
-            assert Path(result["picture"]).exists() and result["affected_gaussians"] >= 1
-        run = load_shaped(tmp_path / "shape")
-        assert run.ids is not None and run.ids.shape == (len(run.field),) and bool((run.ids >= 0).all())
-        with pytest.raises(ValueError, match="outside"):
-            edit(SplatEditConfig(run=tmp_path / "shape", click="0/16/3"))
-    finally:
-        infogs.open_scene = original
+    fit_splats(scene, SplatFitConfig(scene=Path("room"), out=fit_dir, iterations=5, init_stride=4, init_view_step=3,
+                                     picture_views=0, tile=8, progress=False))
+    for module in (commands, infogs):  # the tiny room instead of the default one
+        monkeypatch.setattr(module, "open_scene", lambda name: scene)
+    summary = splat_shape(SplatShapeConfig(run=fit_dir, out=tmp_path / "shape", iterations=3, fraction=0.5,
+                                           progress=False))
+    assert summary["step"] == 3 and (tmp_path / "shape" / "metrics.json").exists()
+    for op in ("move", "recolor", "remove"):
+        result = splat_edit(SplatEditConfig(run=tmp_path / "shape", click="0/8/8", op=op, views=2))
+        assert Path(result["picture"]).exists() and result["affected_gaussians"] >= 1
+    run = load_shaped(tmp_path / "shape")
+    assert run.ids is not None and run.ids.shape == (len(run.field),) and bool((run.ids >= 0).all())
+    assert run.masks is scene.train.instance
+    with pytest.raises(ValueError, match="outside"):
+        splat_edit(SplatEditConfig(run=tmp_path / "shape", click="0/16/3"))
+    unshaped = load_shaped(fit_dir)  # a fit run: a fresh decoder, no labels
+    assert unshaped.ids is None and torch.equal(decoder_deltas(unshaped.decoder), torch.zeros(len(unshaped.field), 7))
+    with pytest.raises(FileNotFoundError, match="'splat edit' expects"):
+        load_shaped(tmp_path / "missing")
+    RunDir(tmp_path / "other").write_config({}, 0, "field fit")
+    with pytest.raises(ValueError, match="a field fit run; 'splat edit' expects a run written by splat shape or"):
+        load_shaped(tmp_path / "other")
 
 
 def test_bad_clicks_are_rejected():
@@ -195,5 +189,3 @@ def test_bad_clicks_are_rejected():
         clicked_gaussian(field, deltas, views, setup, Click(0, 0, 0, 0))
     with pytest.raises(ValueError, match="outside"):
         clicked_gaussian(field, deltas, views, setup, Click(0, 3, 16, 0))
-    with pytest.raises(ValueError, match="view/x/y"):
-        parse_pixel("0/3")

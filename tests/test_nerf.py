@@ -9,12 +9,15 @@ import pytest
 import torch
 from torch.func import grad, vmap
 
-from priors3d.fields import train as train_module
+from priors3d.commands import fit as fit_commands
+from priors3d.commands.fit import RenderConfig, render
+from priors3d.fields.fit import FitConfig, fit_nerf, learning_rate, load_field
+from priors3d.fields.formats import open_scene
 from priors3d.fields.nerf import NeRF, NeRFConfig, field_from_state, field_state
 from priors3d.fields.rays import camera_rays
 from priors3d.fields.render import render_rays
-from priors3d.fields.train import FitConfig, RenderConfig, learning_rate, load_field, render, train_field
 from priors3d.fields.views import Scene, Views
+from priors3d.runs import RunDir
 
 SPHERES = [((0.0, 0.0, 0.0), 0.6, (0.9, 0.2, 0.2)), ((0.7, 0.3, 0.2), 0.3, (0.2, 0.8, 0.3)),
            ((-0.5, -0.4, 0.5), 0.35, (0.2, 0.3, 0.9))]
@@ -63,7 +66,7 @@ def toy_scene(size: int = 20, n_train: int = 12, n_test: int = 2) -> Scene:
 def small_cfg(out: Path, **overrides) -> FitConfig:
     cfg = dict(scene=Path("toy"), out=out, iterations=60, batch_rays=256, lr=2e-2, lr_final=5e-3, n_samples=16,
                n_proposal=24, density_grid_every=5, eval_every=30, checkpoint_every=20, picture_views=1,
-               field=NeRFConfig(resolutions=(8, 16, 32), features=2, hidden=32, density_grid=16))
+               progress=False, field=NeRFConfig(resolutions=(8, 16, 32), features=2, hidden=32, density_grid=16))
     cfg.update(overrides)
     return FitConfig(**cfg)
 
@@ -145,44 +148,41 @@ def test_field_state_round_trip():
 
 def test_tiny_fit_improves_psnr_and_writes_run(tmp_path):
     scene = toy_scene()
-    untrained = train_field(scene, small_cfg(tmp_path / "zero", iterations=0, picture_views=0))
+    untrained = fit_nerf(scene, small_cfg(tmp_path / "zero", iterations=0, picture_views=0))
     cfg = small_cfg(tmp_path / "run")
-    summary = train_field(scene, cfg)
+    summary = fit_nerf(scene, cfg)
     assert untrained["step"] == 0 and summary["step"] == 60
     assert summary["psnr"] > untrained["psnr"] + 3
     run = cfg.out
     assert {"config.json", "metrics.jsonl", "metrics.json", "checkpoint.pt"} <= {p.name for p in run.iterdir()}
     assert len(list(run.glob("test_*.png"))) == 1
-    records = [line for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-    assert len(records) == 2  # one evaluation at step 30, the final one at 60
-
-
-def test_resume_continues_exactly(tmp_path):
-    scene = toy_scene(size=12, n_train=6, n_test=1)
-    flat = dict(lr_final=2e-2, picture_views=0, eval_every=1000, checkpoint_every=5)  # constant lr: the
-    # schedule depends on `iterations`, which differs between the cut run and the full one
-    full = train_field(scene, small_cfg(tmp_path / "full", iterations=10, **flat))
-    train_field(scene, small_cfg(tmp_path / "cut", iterations=5, **flat))
-    resumed = train_field(scene, small_cfg(tmp_path / "cut", iterations=10, resume=True, **flat))
-    assert resumed["step"] == full["step"] == 10
-    a, _ = load_field(tmp_path / "full")
-    b, setup = load_field(tmp_path / "cut")
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
-        torch.testing.assert_close(pa, pb, msg=name)
+    records = RunDir(run).read_metrics()
+    assert [r["step"] for r in records] == [30, 60]  # one evaluation at step 30, the final one at 60
+    assert records[-1]["psnr"] == summary["psnr"]
+    field, setup = load_field(run)
     assert setup.n_samples == 16 and setup.aabb == pytest.approx((-1.2, -1.2, -1.2, 1.2, 1.2, 1.2))
-    with pytest.raises(FileNotFoundError, match="checkpoint"):
-        load_field(tmp_path / "nothing")
+    assert not field.training
 
 
 def test_render_command_writes_pngs(tmp_path, monkeypatch):
     scene = toy_scene(size=12, n_train=6, n_test=2)
-    summary = train_field(scene, small_cfg(tmp_path / "run", iterations=4, picture_views=0))
-    monkeypatch.setattr(train_module, "open_scene", lambda name: scene)
-    result = render(RenderConfig(run=tmp_path / "run"))
+    summary = fit_nerf(scene, small_cfg(tmp_path / "run", iterations=4, picture_views=0))
+    monkeypatch.setattr(fit_commands, "open_scene", lambda name: scene)
+    result = render(RenderConfig(run=tmp_path / "run", progress=False))
     out = tmp_path / "run" / "renders" / "test"
     assert sorted(p.name for p in out.glob("*.png")) == sorted(
         [f"{n}.png" for n in scene.test.names] + [f"{n}_depth.png" for n in scene.test.names])
     assert result["psnr"] == pytest.approx(summary["psnr"], abs=1e-4)
+
+
+def test_render_refuses_a_run_of_another_kind(tmp_path):
+    RunDir(tmp_path / "points").write_config({}, 0, "pointcloud train")
+    with pytest.raises(ValueError, match=r"points is a pointcloud train run; 'field render' expects a run written by "
+                                         r"field fit or field shape"):
+        render(RenderConfig(run=tmp_path / "points"))
+    with pytest.raises(FileNotFoundError, match="nothing is not a run directory"):
+        load_field(tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_learning_rate_decays_over_iterations_or_budget():
@@ -202,4 +202,4 @@ def test_cli_configs_parse_and_missing_scene_is_reported(tmp_path):
     assert cfg.scene == Path("room") and cfg.iterations == 7 and cfg.field.resolutions == (8, 16)
     assert tyro.cli(RenderConfig, args=[str(tmp_path)]).split == "test"
     with pytest.raises(FileNotFoundError, match="scene folder or 'room'"):
-        train_module.open_scene(tmp_path / "missing")
+        open_scene(tmp_path / "missing")

@@ -14,15 +14,8 @@ from priors3d.pointcloud.models.occnet import (
     build_occnet,
     invariant_features,
 )
-from priors3d.pointcloud.train_occupancy import (
-    EvalConfig,
-    ProtocolsConfig,
-    TrainConfig,
-    evaluate_run,
-    protocols,
-    train,
-)
-from priors3d.runs import RunDir
+from priors3d.commands.occupancy import EvalConfig, ProtocolsConfig, evaluate, protocols, train
+from priors3d.pointcloud.occupancy_training import OccupancyTrainConfig
 from priors3d.so3 import random_rotation
 
 SMALL = dict(c_dim=8, hidden=8, decoder_hidden=16, n_blocks=2, k=6)
@@ -162,39 +155,48 @@ def test_both_models_fit_a_fixed_batch(kind, sizes):
 def tiny_config(tmp_path, **overrides):
     fields = dict(out=tmp_path / "run", epochs=1, batch_size=8, per_class=1, test_per_class=1, n_meshes=2,
                   mesh_resolution=12, data_root=tmp_path / "cache", progress=False, n_queries=64, **SMALL)
-    return TrainConfig(**(fields | overrides))
+    return OccupancyTrainConfig(**(fields | overrides))
 
 
-def test_train_writes_a_run_and_resumes(tmp_path):
+def test_train_writes_a_run_and_eval_reads_it(tmp_path):
     config = tiny_config(tmp_path)
     summary = train(config)
     run = config.out
-    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "results.json", "meshes/none.png", "meshes/so3.png"):
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "results.json", "meshes/so3.png"):
         assert (run / name).is_file(), name
     assert len(list((run / "meshes" / "so3").glob("*.ply"))) == 2
-    assert set(summary["test"]) == {"none", "so3"}
-    assert all(0.0 <= r["iou"] <= 1.0 for r in summary["test"].values())
+    assert summary["rotation"] == "none/so3" and 0.0 <= summary["test"]["iou"] <= 1.0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["kind"] == "occupancy train" and saved["seed"] == 0
     # the VN model's IoU does not depend on the test rotations
-    assert summary["test"]["none"]["iou"] == pytest.approx(summary["test"]["so3"]["iou"], abs=0.02)
-    assert json.loads((run / "config.json").read_text())["seed"] == 0
-    # resuming with more epochs trains only the missing one
-    train(tiny_config(tmp_path, epochs=2))
-    epochs = [r["epoch"] for r in RunDir(run).read_metrics()]
-    assert epochs == [1, 2]
-    results = evaluate_run(EvalConfig(run=run, test_rotations=("so3",), n_meshes=1, mesh_resolution=12,
-                                      progress=False))
-    assert results["so3"]["iou"] == pytest.approx(summary["test"]["so3"]["iou"], abs=0.2)
-    assert (run / "eval" / "results.json").is_file()
+    results = evaluate(EvalConfig(run=run, rotation="none", n_meshes=1, mesh_resolution=12, progress=False))
+    assert results["iou"] == pytest.approx(summary["test"]["iou"], abs=0.02)
+    assert set(json.loads((run / "eval" / "results.json").read_text())) == {"none"}
+    assert (run / "eval" / "meshes" / "none.png").is_file()
+
+
+def test_resume_with_another_model_names_the_checkpoint(tmp_path):
+    train(tiny_config(tmp_path))
+    with pytest.raises(ValueError, match=r"run/checkpoint.pt does not fit the OccupancyNetwork"):
+        train(tiny_config(tmp_path, model="plain", resume=True, c_dim=None, hidden=None))
 
 
 def test_eval_refuses_a_folder_without_a_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="checkpoint.pt"):
-        evaluate_run(EvalConfig(run=tmp_path))
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        evaluate(EvalConfig(run=tmp_path / "typo"))
+    assert not (tmp_path / "typo").exists()
+
+
+def test_bad_protocol_rejected(tmp_path):
+    with pytest.raises(ValueError, match="TRAIN/TEST"):
+        train(tiny_config(tmp_path, rotation="so3"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_protocols_fill_the_three_rows(tmp_path):
-    shared = TrainConfig(epochs=1, batch_size=8, per_class=1, test_per_class=1, n_meshes=1, mesh_resolution=12,
-                         data_root=tmp_path / "cache", progress=False)
+    shared = OccupancyTrainConfig(epochs=1, batch_size=8, per_class=1, test_per_class=1, n_meshes=1,
+                                  mesh_resolution=12, data_root=tmp_path / "cache", progress=False)
     table = protocols(ProtocolsConfig(out=tmp_path / "p", models=("plain",), train=shared))
     assert set(table) == {"plain none/none", "plain none/so3", "plain so3/so3"}
     assert (tmp_path / "p" / "protocols.json").is_file()
+    assert (tmp_path / "p" / "plain_none" / "meshes" / "so3.png").is_file()   # the extra test protocol's meshes

@@ -192,6 +192,24 @@ def test_modelnet_h5_errors_name_the_file(modelnet_h5):
         make_dataset("modelnet40", folder / "nowhere")
 
 
+def test_modelnet_h5_refuses_nan_and_truncated_files(modelnet_h5):
+    folder, arrays = modelnet_h5
+    data, label, normal = (a.copy() for a in arrays["ply_data_train1.h5"])
+    data[2, 5, 1] = np.nan
+    write_h5(folder, "ply_data_train1.h5", data, label, normal)
+    with pytest.raises(ValueError, match=r"ply_data_train1.h5: 'data' of shape 2 holds NaN or infinite values"):
+        ModelNet40H5(folder, "train")
+    data[2, 5, 1], normal[1, 0, 0] = 0.0, np.inf
+    write_h5(folder, "ply_data_train1.h5", data, label, normal)
+    with pytest.raises(ValueError, match=r"ply_data_train1.h5: 'normal' of shape 1 holds NaN or infinite values"):
+        ModelNet40H5(folder, "train")
+    write_h5(folder, "ply_data_train1.h5", data, label)
+    whole = (folder / "ply_data_train1.h5").read_bytes()
+    (folder / "ply_data_train1.h5").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"ply_data_train1.h5 is not a readable HDF5 file \(truncated"):
+        ModelNet40H5(folder, "train")
+
+
 # --- ModelNet40, resampled text layout ------------------------------------------------------------
 
 @pytest.fixture
@@ -228,6 +246,9 @@ def test_modelnet_resampled_errors_name_the_file(modelnet_txt):
     bad.write_text("0.1,0.2,0.3,0,0\n")
     train = ModelNet40Resampled(folder, "train")
     with pytest.raises(ValueError, match=r"airplane_0001.txt.*6 columns"):
+        train[0]
+    bad.write_text("0.1,0.2,0.3,0,0,1\n0.1,nan,0.3,0,0,1\n")
+    with pytest.raises(ValueError, match=r"airplane_0001.txt: row 1 holds NaN or infinite values"):
         train[0]
     (folder / "night_stand" / "night_stand_0002.txt").unlink()
     with pytest.raises(FileNotFoundError, match="night_stand_0002.txt"):
@@ -282,6 +303,10 @@ def test_shapenetpart_errors_name_the_file(shapenet):
     wrong[0, 6] = 40  # a Rocket part on an airplane
     np.savetxt(root / "02691156" / "a1.txt", wrong, fmt="%.6f")
     with pytest.raises(ValueError, match=r"a1.txt: part labels must lie in 0..3"):
+        ShapeNetPart(root, "train")[0]
+    wrong[0, 6], wrong[3, 2] = 0, np.inf
+    np.savetxt(root / "02691156" / "a1.txt", wrong, fmt="%.6f")
+    with pytest.raises(ValueError, match=r"a1.txt: row 3 holds NaN or infinite values"):
         ShapeNetPart(root, "train")[0]
     (root / "train_test_split" / "shuffled_val_file_list.json").write_text('["shape_data/99999999/x"]')
     with pytest.raises(ValueError, match=r"shuffled_val_file_list.json.*'99999999'"):

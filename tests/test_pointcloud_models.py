@@ -14,7 +14,7 @@ from torch import nn
 from priors3d import check
 from priors3d.pointcloud.models import MODELS, EdgeConv, build_model, is_equivariant
 from priors3d.pointcloud.models.heads import SegmentationHead, classifier
-from priors3d.pointcloud.train import TrainConfig, resolve
+from priors3d.pointcloud.train import PointCloudTrainConfig, resolve
 from priors3d.so3 import random_rotation, rotate
 from priors3d.vn import knn
 
@@ -142,11 +142,11 @@ def test_classifier_is_blind_to_the_scale_of_its_input_channels():
 
 
 def test_frame_and_lr_defaults():
-    assert resolve(TrainConfig(task="cls")).frame == "point"
-    assert resolve(TrainConfig(task="seg")).frame == "shape"
-    assert resolve(TrainConfig(task="seg", frame="point")).frame == "point"
-    assert resolve(TrainConfig(task="seg", paper=True)).frame == "point"
-    assert resolve(TrainConfig()).lr == 1e-2 and resolve(TrainConfig(paper=True)).lr == 0.1
+    assert resolve(PointCloudTrainConfig(task="cls")).frame == "point"
+    assert resolve(PointCloudTrainConfig(task="seg")).frame == "shape"
+    assert resolve(PointCloudTrainConfig(task="seg", frame="point")).frame == "point"
+    assert resolve(PointCloudTrainConfig(task="seg", paper=True)).frame == "point"
+    assert resolve(PointCloudTrainConfig()).lr == 1e-2 and resolve(PointCloudTrainConfig(paper=True)).lr == 0.1
 
 
 def test_bad_inputs_raise():

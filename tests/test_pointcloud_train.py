@@ -1,4 +1,4 @@
-"""Metrics on hand-made predictions, and tiny end-to-end runs of train / resume / eval / protocols."""
+"""Metrics on hand-made predictions, and tiny end-to-end runs of train / eval / protocols (resume: test_resume.py)."""
 
 import json
 
@@ -8,16 +8,8 @@ import torch
 from priors3d.metrics import confusion_matrix
 
 from priors3d.pointcloud import metrics
-from priors3d.pointcloud.train import (
-    EvalConfig,
-    ProtocolsConfig,
-    TrainConfig,
-    evaluate_run,
-    make_optimizer,
-    protocol_table,
-    protocols,
-    train,
-)
+from priors3d.commands.pointcloud import EvalConfig, ProtocolsConfig, evaluate, protocols, train
+from priors3d.pointcloud.train import PointCloudTrainConfig, load_run, make_optimizer, protocol_table
 
 # two categories: 0 with parts {0, 1, 2}, 1 with parts {3, 4}
 SEG = [[0, 1, 2], [3, 4]]
@@ -78,36 +70,55 @@ def cache(tmp_path_factory):
 def tiny(cache, out, **kwargs):
     options = dict(root=cache, per_class=2, test_per_class=1, n_points=64, k=6, width_divisor=8, batch_size=6,
                    epochs=1, seed=3, device="cpu", progress=False, out=out)
-    return TrainConfig(**(options | kwargs))
+    return PointCloudTrainConfig(**(options | kwargs))
 
 
-def test_train_writes_run_and_resumes(cache, tmp_path):
+def test_train_writes_run_and_eval_reads_it(cache, tmp_path):
     out = tmp_path / "run"
-    first = train(tiny(cache, out, model="vn_pointnet", rotation="z/so3"))
-    for name in ("config.json", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "curves.png", "confusion.png"):
+    first = train(tiny(cache, out, model="vn_pointnet", rotation="z/so3", epochs=2))
+    for name in ("config.json", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "metrics.json", "curves.png",
+                 "confusion.png"):
         assert (out / name).is_file(), name
     assert 0.0 <= first["oa"] <= 1.0 and 0.0 <= first["macc"] <= 1.0
     saved = json.loads((out / "config.json").read_text())
-    assert saved["seed"] == 3 and saved["config"]["model"] == "vn_pointnet"
-    weights = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
-
-    train(tiny(cache, out, model="vn_pointnet", rotation="z/so3", epochs=2, resume=True))
+    assert saved["kind"] == "pointcloud train" and saved["seed"] == 3 and saved["config"]["model"] == "vn_pointnet"
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2]
-    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert checkpoint["epoch"] == 2
-    assert any(not torch.equal(weights[k], checkpoint["model"][k]) for k in weights)
-    assert (out / "metrics.csv").read_text().count("\n") == 3              # header + two epochs
+    assert [r["step"] for r in records] == [1, 2] and "test/oa" in records[0]
+    final = json.loads((out / "metrics.json").read_text())
+    assert final["oa"] == first["oa"] and final["rotation"] == "so3" and final["step"] == 2
+    csv_rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(csv_rows) == 3 and csv_rows[0].startswith("step,train_time_s,lr,")   # header + two epochs
+    assert f"{first['oa']}" in csv_rows[2]                                           # final test metrics
 
-    again = evaluate_run(EvalConfig(run=out, device="cpu"))
-    assert again["oa"] == pytest.approx(records[-1]["test/oa"])
+    again = evaluate(EvalConfig(run=out, device="cpu", progress=False))
+    assert again["oa"] == pytest.approx(first["oa"])
     assert (out / "eval-so3.json").is_file()
+
+    with pytest.raises(ValueError, match="already holds a pointcloud train run"):
+        train(tiny(cache, out, model="vn_pointnet"))
 
     config = json.loads((out / "config.json").read_text())
     config["config"]["width_divisor"] = 4  # no longer the architecture the checkpoint holds
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="checkpoint.pt does not fit the VNPointNetCls"):
-        evaluate_run(EvalConfig(run=out, device="cpu"))
+        evaluate(EvalConfig(run=out, device="cpu"))
+    config["config"]["widths"] = 4  # an option this version does not know
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json has options that PointCloudTrainConfig does not know: \['wid"):
+        evaluate(EvalConfig(run=out, device="cpu"))
+
+
+def test_eval_of_a_mistyped_path_creates_nothing(tmp_path):
+    missing = tmp_path / "runs" / "typo"
+    with pytest.raises(FileNotFoundError, match="is not a run directory"):
+        load_run(missing, torch.device("cpu"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_eval_refuses_a_run_of_another_kind(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"kind": "occupancy train", "config": {}}))
+    with pytest.raises(ValueError, match="is a occupancy train run; 'priors3d pointcloud eval' expects"):
+        evaluate(EvalConfig(run=tmp_path, device="cpu"))
 
 
 def test_segmentation_run_writes_pictures(cache, tmp_path):
@@ -119,7 +130,7 @@ def test_segmentation_run_writes_pictures(cache, tmp_path):
 
 def test_protocols_end_to_end(cache, tmp_path):
     config = ProtocolsConfig(models=("pointnet",), protocols=("z/z", "z/so3"), train=tiny(cache, None),
-                             out=tmp_path / "protocols")
+                             out=tmp_path / "protocols", progress=False)
     results = protocols(config)
     assert set(results["pointnet"]) == {"z/z", "z/so3"}
     table = (tmp_path / "protocols" / "protocols.md").read_text()
@@ -129,7 +140,7 @@ def test_protocols_end_to_end(cache, tmp_path):
 
 def test_protocols_over_seeds_give_mean_and_spread(cache, tmp_path):
     config = ProtocolsConfig(models=("pointnet",), protocols=("z/z",), train=tiny(cache, None), seeds=(3, 4),
-                             out=tmp_path / "protocols")
+                             out=tmp_path / "protocols", progress=False)
     results = protocols(config)
     saved = json.loads((tmp_path / "protocols" / "protocols.json").read_text())
     runs = saved["per_seed"]["pointnet"]["z/z"]
@@ -147,7 +158,7 @@ def test_bad_protocol_rejected(cache, tmp_path):
 
 
 def test_learning_rate_warms_up_then_decays_to_one_hundredth():
-    config = TrainConfig(epochs=4, warmup_epochs=1.0, optimizer="sgd", lr=0.1)
+    config = PointCloudTrainConfig(epochs=4, warmup_epochs=1.0, optimizer="sgd", lr=0.1)
     optimizer, scheduler = make_optimizer(config, torch.nn.Linear(2, 2), steps_per_epoch=10)
     rates = []
     for _ in range(40):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from priors3d.fields.scenes import CLASS_NAMES, RoomConfig, build_room, generate_room, room_views
-from priors3d.fields.scenes.primitives import BOX, CYLINDER, SPHERE, Grouped, Part, Primitives, intersect, to_local
+from priors3d.fields.scenes.primitives import BOX, CYLINDER, SPHERE, Grouped, ScenePart, Primitives, intersect, to_local
 from priors3d.fields.scenes.raycast import cast, render_views
 
 SMALL = dict(width=32, height=24, n_views=12, test_every=4, light_samples=1, overview_fov_deg=0.0)
@@ -51,7 +51,7 @@ def inside(kind, local, size):
 @pytest.mark.parametrize("kind", [BOX, SPHERE, CYLINDER])
 def test_intersections_match_ray_marching(kind):
     gen = torch.Generator().manual_seed(kind)
-    part = Part(kind, (0.1, -0.2, 0.3), (0.4, 0.25, 0.3) if kind == BOX else (0.3, 0.3, 0.35), 0, 0, (1, 1, 1),
+    part = ScenePart(kind, (0.1, -0.2, 0.3), (0.4, 0.25, 0.3) if kind == BOX else (0.3, 0.3, 0.35), 0, 0, (1, 1, 1),
                 yaw=0.7)
     prims = Primitives.stack([part])
     origins = torch.nn.functional.normalize(torch.randn(400, 3, generator=gen), dim=-1) * 2.0
@@ -178,11 +178,12 @@ def test_bounds_contain_the_cameras_and_surfaces(room, views):
 def test_generate_command_writes_a_loadable_folder(tmp_path):
     import tyro
 
+    from priors3d.commands.fit import GenerateConfig, generate
     from priors3d.fields.formats import load_scene
-    from priors3d.fields.scenes.generate import GenerateConfig, generate
 
     cfg = tyro.cli(GenerateConfig, args=[str(tmp_path / "room"), "--seed", "4", "--width", "12", "--height", "10",
-                                          "--n-views", "6", "--test-every", "3", "--light-samples", "1"])
+                                          "--n-views", "6", "--test-every", "3", "--light-samples", "1",
+                                          "--no-progress"])
     assert cfg.room.seed == 4 and cfg.room.n_views == 6
     generate(cfg)
     assert (tmp_path / "room" / "contact_sheet.png").stat().st_size > 0

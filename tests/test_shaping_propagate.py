@@ -15,9 +15,11 @@ from priors3d.fields.render import FieldSetup
 from priors3d.fields.views import Scene, Views
 from priors3d.shaping.baseline import SemanticHead
 from priors3d.shaping.edit import edit_picture, recolor, select
-from priors3d.shaping.propagate import Click, auto_clicks, dense_clicks, render_grey, view_rays
-from priors3d.shaping.shape import label_pictures, propagate_labels
 from priors3d.metrics import label_map_metrics
+from priors3d.shaping.clicks import Click, auto_clicks
+from priors3d.shaping.propagate import render_grey, view_rays
+from priors3d.shaping.shape import propagate_labels
+from priors3d.viz import label_pictures
 
 
 class HalfPlanes(nn.Module):
@@ -75,21 +77,10 @@ def test_no_response_threshold_and_unclicked_classes():
     assert bool((result["labels"][views.semantic == 0] == -1).all())  # no response, not class 0
 
 
-def test_auto_clicks_pick_the_deepest_pixel_and_dense_clicks_cover_the_view():
-    labels = torch.full((1, 9, 9), -1)
-    labels[0, 2:7, 2:7] = 3
-    (click,) = auto_clicks(labels)
-    assert (click.x, click.y, click.label) == (4, 4, 3)
-    assert len(dense_clicks(labels, 0)) == 25
-    assert Click.parse("0/4/4/3") == click
-    with pytest.raises(ValueError, match="view/x/y/class"):
-        Click.parse("1/2/3")
-
-
 def test_select_and_recolor_change_only_the_resonating_half(tmp_path):
     views = toy_views()
     model = HalfPlanes()
-    click = Click(0, 1, 4, -1)
+    click = Click(0, 1, 4)
     masks, _ = select(model, SETUP, views, views, click, threshold=0.9)
     assert torch.equal(masks, views.semantic == views.semantic[0, 4, 1])
     target = (0.1, 0.8, 0.3)
@@ -123,7 +114,7 @@ class SharedFeature(HalfPlanes):
 
 
 def test_recolor_holds_the_non_resonating_pixels_of_the_click_view():
-    views, model, click, target = toy_views(), SharedFeature(), Click(0, 1, 4, -1), (0.1, 0.8, 0.3)
+    views, model, click, target = toy_views(), SharedFeature(), Click(0, 1, 4), (0.1, 0.8, 0.3)
     other = views.semantic != views.semantic[0, 4, 1]
     before = render_grey(model, SETUP, views, rgb=True)
     moved = {}
@@ -147,3 +138,17 @@ def test_label_pictures_are_written(tmp_path):
 def test_semantic_head_shapes():
     head = SemanticHead(5, 3)
     assert head(torch.zeros(4, 7, 5)).shape == (4, 7, 3)
+
+
+def test_bad_clicks_are_rejected():
+    views, model = toy_views(), HalfPlanes()
+    with pytest.raises(ValueError, match="0/8/0 is outside the 2 views of 8x8 pixels"):
+        propagate_labels(model, SETUP, views, views, [Click(0, 1, 1, 0), Click(0, 8, 0, 1)], 2)
+    with pytest.raises(ValueError, match="every click needs a class"):
+        propagate_labels(model, SETUP, views, views, [Click(0, 1, 1)], 2)
+    with pytest.raises(ValueError, match="need at least one click"):
+        propagate_labels(model, SETUP, views, views, [], 2)
+    with pytest.raises(ValueError, match=r"click labels must be in 0..1, got \[0, 2\]"):
+        propagate_labels(model, SETUP, views, views, [Click(0, 1, 1, 0), Click(0, 6, 1, 2)], 2)
+    with pytest.raises(ValueError, match="2/0/0 is outside"):
+        select(model, SETUP, views, views, Click(2, 0, 0))

@@ -59,6 +59,17 @@ def test_protocols():
         so3.parse_protocol_pair("z")
 
 
+def test_evaluation_rotations_depend_on_the_seed_alone():
+    a = so3.evaluation_rotations("so3", 5, seed=2)
+    assert torch.equal(a, so3.evaluation_rotations("so3", 5, seed=2))
+    assert not torch.equal(a, so3.evaluation_rotations("so3", 5, seed=3))
+    # the stream the published point-cloud tables were tested on
+    assert torch.equal(a, so3.rotations_for_protocol("so3", 5, generator=torch.Generator().manual_seed(2 + 104729)))
+    z = so3.evaluation_rotations("z", 4, seed=0, up_axis="y")
+    assert torch.allclose(z[:, 1, :], torch.tensor([0.0, 1.0, 0.0]).expand(4, 3), atol=1e-6)
+    assert torch.equal(so3.evaluation_rotations("none", 3, seed=0), torch.eye(3).expand(3, 3, 3))
+
+
 def test_rotate_points_and_features_agree():
     g = torch.Generator().manual_seed(0)
     points = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from priors3d.fields.scenes import RoomConfig, generate_room
-from priors3d.fields.splat_fit import (SplatFitConfig, SplatSetup, densify_and_prune, evaluate, initial_field, load_splats,
-                                       train_splats)
+from priors3d.fields.splat_fit import (SplatFitConfig, SplatSetup, densify_and_prune, evaluate_splats, fit_splats,
+                                       initial_field, load_splats)
+from priors3d.runs import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -17,31 +18,21 @@ def tiny_room():
 
 def tiny_config(out: Path, **kwargs) -> SplatFitConfig:
     base = dict(scene=Path("room"), out=out, iterations=40, init_stride=2, init_view_step=3, eval_every=10**9,
-                checkpoint_every=20, picture_views=1, densify_from=10, densify_every=10, densify_until=30, tile=8)
+                checkpoint_every=20, picture_views=1, densify_from=10, densify_every=10, densify_until=30, tile=8,
+                progress=False)
     return SplatFitConfig(**{**base, **kwargs})
 
 
 def test_fit_reduces_training_loss_and_writes_a_run(tiny_room, tmp_path):
     cfg = tiny_config(tmp_path / "fit")
-    before = evaluate(initial_field(tiny_room, cfg, torch.Generator().manual_seed(0)), tiny_room.train,
+    before = evaluate_splats(initial_field(tiny_room, cfg, torch.Generator().manual_seed(0)), tiny_room.train,
                       SplatSetup(scene="room", tile=8))
-    summary = train_splats(tiny_room, cfg)
+    summary = fit_splats(tiny_room, cfg)
     field, setup = load_splats(cfg.out)
-    after = evaluate(field, tiny_room.train, setup)
+    after = evaluate_splats(field, tiny_room.train, setup)
     assert after["psnr"] > before["psnr"] + 1.0
     assert summary["step"] == 40 and len(field) == summary["gaussians"]
     assert (cfg.out / "metrics.json").exists() and list(cfg.out.glob("test_*.png"))
-
-
-def test_resume_continues_from_the_checkpoint(tiny_room, tmp_path):
-    cfg = tiny_config(tmp_path / "fit", iterations=20, checkpoint_every=10, picture_views=0)
-    train_splats(tiny_room, cfg)
-    first, _ = load_splats(cfg.out)
-    summary = train_splats(tiny_room, tiny_config(cfg.out, iterations=30, checkpoint_every=10, picture_views=0,
-                                                  resume=True))
-    assert summary["step"] == 30
-    resumed, _ = load_splats(cfg.out)
-    assert not torch.equal(resumed.colors[:5], first.colors[:5]) or len(resumed) != len(first)
 
 
 def _state(log_scales, logits):
@@ -82,5 +73,8 @@ def test_bad_input_is_rejected(tiny_room, tmp_path):
         densify_and_prune(_state([[0.0] * 3], [0.0]), torch.zeros(2), 0.5, 0.1, 0.01, 1, torch.Generator())
     with pytest.raises(FileNotFoundError, match="splat fit"):
         load_splats(tmp_path)
+    RunDir(tmp_path / "nerf").write_config({}, 0, "field fit")
+    with pytest.raises(ValueError, match="nerf is a field fit run; 'splat shape' expects a run written by splat fit"):
+        load_splats(tmp_path / "nerf")
     with pytest.raises(ValueError, match="init"):
         initial_field(tiny_room, tiny_config(tmp_path, init="grid"), torch.Generator())

@@ -12,6 +12,9 @@ import roma
 import torch
 from torch import Tensor
 
+__all__ = ["PROTOCOLS", "evaluation_rotations", "parse_protocol_pair", "random_rotation", "random_rotation_about",
+           "rotate", "rotation_about", "rotations_for_protocol"]
+
 PROTOCOLS = ("none", "z", "so3")
 AXES = {"x": 0, "y": 1, "z": 2}
 
@@ -55,6 +58,12 @@ def rotations_for_protocol(protocol: str, n: int, up_axis: str = "z",
     if protocol == "so3":
         return random_rotation(n, generator, dtype)
     raise ValueError(f"rotation protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+
+
+def evaluation_rotations(protocol: str, n: int, seed: int, up_axis: str = "z") -> Tensor:
+    """``[n, 3, 3]``: one fixed rotation per test item under ``protocol``, drawn from ``seed`` alone, so every
+    model trained with that seed (point clouds and occupancy alike) is tested on the same rotated shapes."""
+    return rotations_for_protocol(protocol, n, up_axis, torch.Generator().manual_seed(seed + 104729))
 
 
 def parse_protocol_pair(pair: str) -> tuple[str, str]:

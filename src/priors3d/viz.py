@@ -1,11 +1,11 @@
-"""Plots: training curves, confusion matrices and coloured point clouds (matplotlib, headless).
-
-Each function returns a matplotlib ``Figure``; save it with :func:`priors3d.runs.save_figure`
-(atomic, closes the figure).
+"""Pictures: training curves, confusion matrices and coloured point clouds (matplotlib figures, headless;
+save them with :func:`priors3d.runs.save_figure`, atomic), PNG images written atomically, depth and
+label colouring, and label-propagation sheets.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
@@ -13,14 +13,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+__all__ = ["colorize", "confusion_figure", "depth_image", "label_pictures", "palette", "point_clouds", "save_png",
+           "training_curves"]
 
 
 def _numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
-def training_curves(records: Sequence[dict[str, Any]], keys: Sequence[str], x_key: str = "epoch",
+def training_curves(records: Sequence[dict[str, Any]], keys: Sequence[str], x_key: str = "step",
                     title: str = "") -> Figure:
     """One panel per group of ``keys`` found in ``records`` (a list of metric dicts), against ``x_key``.
 
@@ -47,7 +52,7 @@ def training_curves(records: Sequence[dict[str, Any]], keys: Sequence[str], x_ke
     return fig
 
 
-def confusion_matrix(matrix: Any, class_names: Sequence[str], normalize: bool = True, title: str = "") -> Figure:
+def confusion_figure(matrix: Any, class_names: Sequence[str], normalize: bool = True, title: str = "") -> Figure:
     """Heat map of a ``[C, C]`` confusion matrix (rows truth, columns prediction), rows normalised."""
     m = _numpy(matrix).astype(float)
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] != len(class_names):
@@ -121,3 +126,28 @@ def save_png(path: Path, image: np.ndarray) -> Path:
     if image.dtype != np.uint8:
         image = (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     return atomic_write(path, lambda p: Image.fromarray(image).save(p, format="PNG"))
+
+
+def label_pictures(path: Path, scene: Any, labels: Tensor, target_labels: Tensor, n_views: int = 3) -> Path:
+    """PNG of ``labels`` and ``target_labels [V, H, W]`` of ``scene.test`` (a ``fields.views.Scene``): one row per view (``n_views``
+    evenly spaced), ``RGB | ground truth | propagated``, void and no-response black."""
+    colors = scene.class_colors if scene.class_colors is not None else palette(int(target_labels.max()) + 1)
+    rows = []
+    for v in np.linspace(0, len(scene.test) - 1, min(n_views, len(scene.test))).round().astype(int).tolist():
+        rgb = (scene.test.images[v].numpy() * 255 + 0.5).astype(np.uint8)
+        rows.append(np.concatenate([rgb, colorize(target_labels[v], colors), colorize(labels[v], colors)], axis=1))
+    return save_png(path, np.kron(np.concatenate(rows, axis=0), np.ones((2, 2, 1), dtype=np.uint8)))
+
+
+def palette(n: int) -> Tensor:
+    """``[n, 3]`` uint8 distinct colours (golden-angle hues)."""
+    import colorsys
+
+    rgb = [colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65, 0.95) for i in range(n)]
+    return (torch.tensor(rgb, dtype=torch.float32).reshape(n, 3) * 255).round().to(torch.uint8)
+
+
+def colorize(labels: Tensor, colors: Tensor) -> np.ndarray:
+    """``[H, W]`` int64 labels (-1 = void, black) -> ``[H, W, 3]`` uint8 using ``colors`` ``[C, 3]`` uint8."""
+    table = torch.cat([colors.to(torch.uint8), torch.zeros(1, 3, dtype=torch.uint8)])
+    return table[torch.where(labels < 0, len(colors), labels)].numpy()

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from priors3d.fields.views import Scene, Views
 from priors3d.runs import atomic_write, save_json
+from priors3d.viz import palette
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG")
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])  # right-multiply a c2w: flips the camera's y and z axes
@@ -142,6 +143,8 @@ def _rgb(array: np.ndarray, background: tuple[float, float, float], path: Path) 
         array = np.repeat(array[..., None], 3, -1)
     if array.ndim != 3 or array.shape[-1] not in (3, 4):
         raise ValueError(f"{path}: expected an RGB or RGBA image, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{path}: the image holds NaN or Inf values")
     if array.shape[-1] == 4:
         alpha = array[..., 3:]
         array = array[..., :3] * alpha + np.asarray(background, np.float32) * (1 - alpha)
@@ -219,6 +222,8 @@ def _matrix(value, source: Path, frame: int) -> np.ndarray:
         matrix = np.concatenate([matrix, [[0, 0, 0, 1]]])
     if matrix.shape != (4, 4):
         raise ValueError(f"{source}: frame {frame} transform_matrix must be 4x4 (or 3x4), got shape {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise ValueError(f"{source}: frame {frame} transform_matrix holds NaN or Inf: {matrix.tolist()}")
     return matrix
 
 
@@ -238,6 +243,8 @@ def _intrinsics(meta: dict, frame: dict, w: int, h: int, source: Path, index: in
                          "camera_angle_x")
     cx = float(get("cx")) if get("cx") is not None else w / 2
     cy = float(get("cy")) if get("cy") is not None else h / 2
+    if not all(map(math.isfinite, (fx, fy, cx, cy))):
+        raise ValueError(f"{source}: frame {index} intrinsics hold NaN or Inf: fx, fy, cx, cy = {fx, fy, cx, cy}")
     return [fx, fy, cx, cy]
 
 
@@ -318,14 +325,6 @@ def _scene(root: Path, train: Views, test: Views, class_names: list[str] | None 
                  near=float(info.get("near", 0.05)), far=far)
 
 
-def palette(n: int) -> Tensor:
-    """``[n, 3]`` uint8 distinct colours (golden-angle hues)."""
-    import colorsys
-
-    rgb = [colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65, 0.95) for i in range(n)]
-    return (torch.tensor(rgb, dtype=torch.float32).reshape(n, 3) * 255).round().to(torch.uint8)
-
-
 def load_nerfstudio(folder: str | Path, background: tuple[float, float, float] = (1.0, 1.0, 1.0),
                     downscale: int = 1, test_every: int = 8) -> Scene:
     """Load a nerfstudio or Blender-synthetic folder.
@@ -392,6 +391,9 @@ def load_replica(folder: str | Path, downscale: int = 1, test_every: int = 8, hf
     if bad is not None:
         raise ValueError(f"{traj}: line {bad + 1} has {len(rows[bad])} numbers, expected 16 (a row-major 4x4 matrix)")
     poses = np.asarray(rows, dtype=np.float64).reshape(-1, 4, 4) @ OPENCV_TO_OPENGL
+    bad = next((i for i, pose in enumerate(poses) if not np.isfinite(pose).all()), None)
+    if bad is not None:
+        raise ValueError(f"{traj}: line {bad + 1} (frame {bad}) holds NaN or Inf: {rows[bad]}")
     n_rgb = len(list((root / "rgb").glob("rgb_*.png")))
     if n_rgb != len(poses):
         raise ValueError(f"{traj}: {len(poses)} poses but {root / 'rgb'} holds {n_rgb} rgb_<i>.png images")

@@ -221,8 +221,9 @@ class FieldSetup:
 
 @torch.no_grad()
 def render_nerf_views(model: nn.Module, views: Views, setup: FieldSetup, chunk: int = 8192,
-                 progress: bool = False) -> list[dict[str, Tensor]]:
-    """Render every view of ``views``: one dict per view with ``rgb [H, W, 3]``, ``depth [H, W]``, ``acc [H, W]``."""
+                      progress: bool = False, params: dict[str, Tensor] | None = None) -> list[dict[str, Tensor]]:
+    """Render every view of ``views`` (with ``params`` swapped in, see ``render_rays``): one dict per view
+    with ``rgb [H, W, 3]``, ``depth [H, W]``, ``acc [H, W]``."""
     origins, directions = views_rays(views)
     aabb = torch.tensor(setup.aabb).reshape(2, 3)
     background = None if setup.background is None else torch.tensor(setup.background)
@@ -231,7 +232,8 @@ def render_nerf_views(model: nn.Module, views: Views, setup: FieldSetup, chunk: 
         o, d = origins[v].reshape(-1, 3), directions[v].reshape(-1, 3)
         near, far = ray_bounds(o, d, aabb, setup.near, setup.far)
         parts = [render_rays(model, o[i:i + chunk], d[i:i + chunk], near[i:i + chunk], far[i:i + chunk],
-                             setup.n_samples, setup.n_proposal, proposal=model.grid_density, background=background)
+                             setup.n_samples, setup.n_proposal, background=background, params=params,
+                             proposal=model.grid_density if setup.n_proposal > 0 else None)
                  for i in range(0, o.shape[0], chunk)]
         h, w = views.hw
         out.append({key: torch.cat([p[key] for p in parts]).reshape(h, w, *parts[0][key].shape[1:])

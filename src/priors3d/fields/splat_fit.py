@@ -1,4 +1,5 @@
-"""Fit a ``GaussianField`` to a scene's views (``priors3d splat fit``) and load it back (``load_splats``).
+"""Fit a ``GaussianField`` to a scene's views (``fit_splats``, the ``priors3d splat fit`` command) and load it
+back (``load_splats``).
 
 The 3DGS recipe, cut down for small scenes on a CPU: initialise from the depth maps (or a box),
 render one random training view per step with the tiled rasteriser, L1 (+ optional L2) photometric
@@ -7,14 +8,14 @@ loss, Adam with one learning rate per attribute (the means' decaying exponential
 is large, and prune the nearly transparent ones.
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (held-out PSNR against training time),
-``checkpoint.pt`` (Gaussians, optimiser, densification statistics, RNG state, step, render setup),
-``metrics.json`` and ``test_<view>.png`` grids ``truth | render | depth``.
+``checkpoint.pt`` (the engine's; its trainer state holds the Gaussians, render setup, optimiser,
+densification statistics and generator), ``metrics.json`` and ``test_<view>.png`` grids
+``truth | render | depth``.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,13 +26,14 @@ import tyro
 from torch import Tensor
 from tqdm import tqdm
 
+from priors3d import engine
+from priors3d.engine import RunConfig
+from priors3d.fields.fit import log_final, save_view_grids
 from priors3d.fields.gaussians import GaussianField, quaternion_to_matrix
-from priors3d.viz import depth_image, save_png
-from priors3d.fields.formats import open_scene
-from priors3d.metrics import psnr
 from priors3d.fields.rays import scene_aabb
 from priors3d.fields.views import Scene, Views
-from priors3d.runs import RunDir, save_json, seed_everything
+from priors3d.metrics import psnr
+from priors3d.runs import config_from_dict, open_run, save_json
 
 ATTRIBUTES = ("means", "log_scales", "quaternions", "opacity_logits", "colors")
 
@@ -51,8 +53,8 @@ class SplatSetup:
                 "cull_sigma": self.cull_sigma, "tile": self.tile}
 
 
-@dataclass
-class SplatFitConfig:
+@dataclass(kw_only=True)
+class SplatFitConfig(RunConfig):
     """Options of ``priors3d splat fit``."""
 
     scene: tyro.conf.Positional[Path] = Path("room")
@@ -93,22 +95,19 @@ class SplatFitConfig:
     cull_sigma: float = 3.0
     """Tiles see the Gaussians whose k-sigma box meets them (see ``splat.rasterize``)."""
     tile: int = 16
-    seed: int = 0
     eval_every: int = 400
     checkpoint_every: int = 200
     picture_views: int = 3
     """Test views drawn as ``truth | render | depth`` grids at the end."""
-    resume: bool = False
-    """Continue from ``out/checkpoint.pt`` when it exists."""
 
 
-def field_state(field: GaussianField) -> dict[str, Tensor]:
+def gaussian_state(field: GaussianField) -> dict[str, Tensor]:
     """The Gaussians' tensors, detached: ``{attribute: [G, ...]}`` (enough to rebuild the field)."""
     return {name: getattr(field, name).detach().clone() for name in ATTRIBUTES}
 
 
-def field_from_state(state: dict[str, Tensor]) -> GaussianField:
-    """Inverse of ``field_state``."""
+def gaussians_from_state(state: dict[str, Tensor]) -> GaussianField:
+    """Inverse of ``gaussian_state``."""
     missing = [name for name in ATTRIBUTES if name not in state]
     if missing:
         raise ValueError(f"a Gaussian field state needs {list(ATTRIBUTES)}, missing {missing}")
@@ -204,115 +203,98 @@ def render_splat_views(field: GaussianField, views: Views, setup: SplatSetup, pr
             for v in tqdm(range(len(views)), desc="render", disable=not progress, leave=False)]
 
 
-def evaluate(field: GaussianField, views: Views, setup: SplatSetup) -> dict:
+def evaluate_splats(field: GaussianField, views: Views, setup: SplatSetup) -> dict:
     """Mean and per-view PSNR (dB) of ``field`` against ``views``."""
     per_view = [psnr(r["rgb"].clamp(0, 1), gt) for r, gt in zip(render_splat_views(field, views, setup), views.images)]
     return {"psnr": float(np.mean(per_view)), "psnr_per_view": per_view}
 
 
-def save_pictures(run: RunDir, field: GaussianField, views: Views, setup: SplatSetup, n: int, prefix: str = "test") -> None:
-    """``<prefix>_<view>.png``: ``truth | render | depth`` for the first ``n`` views."""
-    pictures = views.subset(list(range(min(n, len(views)))))
-    for name, gt, r in zip(pictures.names, pictures.images, render_splat_views(field, pictures, setup)):
-        grid = np.concatenate([(gt.numpy() * 255 + 0.5).astype(np.uint8),
-                               (r["rgb"].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8),
-                               depth_image(r["depth"])], axis=1)
-        save_png(run.path(f"{prefix}_{name}.png"), grid)
+class _SplatTrainer:
+    """One step: one random training view, photometric loss, Adam; densification every ``densify_every``
+    steps from the mean view-space position gradients accumulated since the last one."""
 
+    def __init__(self, field: GaussianField, setup: SplatSetup, scene: Scene, cfg: SplatFitConfig,
+                 generator: torch.Generator):
+        self.setup, self.views, self.cfg, self.generator = setup, scene.train, cfg, generator
+        self.images = scene.train.images.float()
+        self.extent = float((scene_aabb(scene)[1] - scene_aabb(scene)[0]).norm())
+        self._use(field, make_optimiser(field, cfg))
+        self.added = 0
 
-def train_splats(scene: Scene, cfg: SplatFitConfig) -> dict:
-    """Fit Gaussians to ``scene.train``; evaluate on ``scene.test``; write everything to ``cfg.out``."""
-    if cfg.iterations < 0 or cfg.densify_every < 1:
-        raise ValueError(f"need iterations >= 0 and densify_every >= 1, got {cfg.iterations}, {cfg.densify_every}")
-    run = RunDir(cfg.out)
-    setup = SplatSetup(scene=str(cfg.scene), background=cfg.background, cull_sigma=cfg.cull_sigma, tile=cfg.tile)
-    generator = seed_everything(cfg.seed)
-    checkpoint = run.load_checkpoint() if cfg.resume else None
-    if checkpoint is None:
-        field = initial_field(scene, cfg, generator)
-        run.write_config(cfg, cfg.seed)
-        run.path("metrics.jsonl").unlink(missing_ok=True)
-    else:
-        field = field_from_state(checkpoint["field"])
-    optimiser = make_optimiser(field, cfg)
-    step, train_time, added = 0, 0.0, 0
-    grad_sum, grad_count = torch.zeros(len(field)), torch.zeros(len(field))
-    if checkpoint is not None:
-        optimiser.load_state_dict(checkpoint["optimiser"])
-        generator.set_state(checkpoint["generator"])
-        step, train_time, added = checkpoint["step"], checkpoint["train_time_s"], checkpoint["added"]
-        grad_sum, grad_count = checkpoint["grad_sum"], checkpoint["grad_count"]
+    def _use(self, field: GaussianField, optimiser: torch.optim.Adam) -> None:
+        self.field, self.optimiser = field, optimiser
+        self.grad_sum, self.grad_count = torch.zeros(len(field)), torch.zeros(len(field))
 
-    def save_checkpoint() -> None:
-        run.save_checkpoint({"field": field_state(field), "setup": asdict(setup), "optimiser": optimiser.state_dict(),
-                             "generator": generator.get_state(), "step": step, "train_time_s": train_time,
-                             "added": added, "grad_sum": grad_sum, "grad_count": grad_count})
-
-    images = scene.train.images.float()
-    height, width = scene.train.hw
-    extent = float((scene_aabb(scene)[1] - scene_aabb(scene)[0]).norm())
-    bar = tqdm(total=cfg.iterations, initial=step, desc="splat fit", dynamic_ncols=True)
-    while step < cfg.iterations:
-        start = time.perf_counter()
-        optimiser.param_groups[0]["lr"] = means_lr(cfg, step)
-        v = int(torch.randint(len(scene.train), (), generator=generator))
-        offsets = torch.zeros(len(field), 2, requires_grad=True)
-        out = field(scene.train.c2w[v], scene.train.intrinsics[v], height, width, screen_offsets=offsets,
-                    **setup.options())
-        loss = photometric_loss(out["rgb"], images[v], cfg.l2_weight)
-        optimiser.zero_grad(set_to_none=True)
+    def step(self, step: int) -> dict[str, float]:
+        cfg, views = self.cfg, self.views
+        self.optimiser.param_groups[0]["lr"] = means_lr(cfg, step)
+        v = int(torch.randint(len(views), (), generator=self.generator))
+        offsets = torch.zeros(len(self.field), 2, requires_grad=True)
+        out = self.field(views.c2w[v], views.intrinsics[v], *views.hw, screen_offsets=offsets, **self.setup.options())
+        loss = photometric_loss(out["rgb"], self.images[v], cfg.l2_weight)
+        self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        optimiser.step()
-        step += 1
+        self.optimiser.step()
         with torch.no_grad():
             norms = offsets.grad.norm(dim=-1)
-            grad_sum += norms
-            grad_count += (norms > 0).float()
-            if cfg.densify_from <= step <= cfg.densify_until and step % cfg.densify_every == 0:
-                state, source = densify_and_prune(field_state(field), grad_sum / grad_count.clamp_min(1),
-                                                  cfg.densify_grad, cfg.dense_scale * extent, cfg.prune_opacity,
-                                                  cfg.max_new_gaussians - added, generator)
-                added += max(len(source) - len(field), 0)
-                field = field_from_state(state)
-                _carry_optimiser(optimiser, field, source)
-                grad_sum, grad_count = torch.zeros(len(field)), torch.zeros(len(field))
-        train_time += time.perf_counter() - start
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", gaussians=len(field))
-        if step % cfg.eval_every == 0 and step < cfg.iterations:
-            record = evaluate(field, scene.test, setup)
-            run.log_metrics({"step": step, "train_time_s": train_time, "loss": loss.item(), "psnr": record["psnr"],
-                             "gaussians": len(field)})
-            bar.write(f"step {step}: test PSNR {record['psnr']:.2f} dB, {len(field)} Gaussians, {train_time:.0f} s")
-        if step % cfg.checkpoint_every == 0:
-            save_checkpoint()
-    bar.close()
-    save_checkpoint()
+            self.grad_sum += norms
+            self.grad_count += (norms > 0).float()
+            if cfg.densify_from <= step + 1 <= cfg.densify_until and (step + 1) % cfg.densify_every == 0:
+                state, source = densify_and_prune(gaussian_state(self.field),
+                                                  self.grad_sum / self.grad_count.clamp_min(1), cfg.densify_grad,
+                                                  cfg.dense_scale * self.extent, cfg.prune_opacity,
+                                                  cfg.max_new_gaussians - self.added, self.generator)
+                self.added += max(len(source) - len(self.field), 0)
+                field = gaussians_from_state(state)
+                _carry_optimiser(self.optimiser, field, source)
+                self._use(field, self.optimiser)
+        return {"loss": loss.item(), "gaussians": len(self.field)}
 
-    result = evaluate(field, scene.test, setup)
-    run.log_metrics({"step": step, "train_time_s": train_time, "psnr": result["psnr"], "gaussians": len(field)})
-    summary = {"psnr": result["psnr"], "psnr_per_view": result["psnr_per_view"], "step": step,
-               "gaussians": len(field), "train_time_s": train_time, "time_per_iter_s": train_time / max(step, 1)}
-    save_json(run.path("metrics.json"), summary)
-    save_pictures(run, field, scene.test, setup, cfg.picture_views)
+    def state_dict(self) -> dict:
+        return {"gaussians": gaussian_state(self.field), "setup": asdict(self.setup),
+                "optimiser": self.optimiser.state_dict(), "generator": self.generator.get_state(),
+                "grad_sum": self.grad_sum, "grad_count": self.grad_count, "added": self.added}
+
+    def load_state_dict(self, state: dict) -> None:
+        field = gaussians_from_state(state["gaussians"])
+        self._use(field, make_optimiser(field, self.cfg))
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.generator.set_state(state["generator"])
+        self.grad_sum, self.grad_count, self.added = state["grad_sum"], state["grad_count"], state["added"]
+
+
+def fit_splats(scene: Scene, cfg: SplatFitConfig) -> dict:
+    """Fit Gaussians to ``scene.train``; evaluate on ``scene.test``; write the run to ``cfg.out``.
+
+    Returns the summary also written to ``metrics.json`` (test PSNR, Gaussians, steps, training time).
+    """
+    if cfg.iterations < 0 or cfg.densify_every < 1:
+        raise ValueError(f"need iterations >= 0 and densify_every >= 1, got {cfg.iterations}, {cfg.densify_every}")
+    engine.resolve_device(cfg.device)  # CPU only
+    setup = SplatSetup(scene=str(cfg.scene), background=cfg.background, cull_sigma=cfg.cull_sigma, tile=cfg.tile)
+    with engine.start(cfg, "splat fit") as run:
+        trainer = _SplatTrainer(initial_field(scene, cfg, run.generator), setup, scene, cfg, run.generator)
+        done = run.train(trainer, cfg.iterations, log_every=cfg.eval_every or max(cfg.iterations, 1),
+                         eval_every=cfg.eval_every, desc="splat fit",
+                         evaluate=lambda step: {"psnr": evaluate_splats(trainer.field, scene.test, setup)["psnr"]})
+        field = trainer.field
+        result = evaluate_splats(field, scene.test, setup)
+        log_final(run, done, {"psnr": result["psnr"], "gaussians": len(field)})
+        summary = {**result, "step": done["step"], "gaussians": len(field), "train_time_s": done["train_time_s"],
+                   "time_per_iter_s": done["train_time_s"] / max(done["step"], 1)}
+        save_json(run.path("metrics.json"), summary)
+        pictures = scene.test.subset(list(range(min(cfg.picture_views, len(scene.test)))))
+        save_view_grids(run, pictures, render_splat_views(field, pictures, setup))
     return summary
 
 
-def fit(cfg: SplatFitConfig) -> dict:
-    """Fit 3D Gaussians to a scene on the CPU; writes metrics, checkpoints and test-view pictures to ``--out``."""
-    summary = train_splats(open_scene(cfg.scene), cfg)
-    print(f"{summary['gaussians']} Gaussians, test PSNR {summary['psnr']:.2f} dB after {summary['step']} steps "
-          f"({summary['train_time_s']:.0f} s) -> {cfg.out}")
-    return summary
-
-
-def load_splats(run_dir: str | Path) -> tuple[GaussianField, SplatSetup]:
-    """The fitted Gaussians of a ``splat fit`` run and how to render them."""
-    checkpoint = RunDir(run_dir).load_checkpoint() if Path(run_dir).is_dir() else None
-    if checkpoint is None or "field" not in checkpoint or "setup" not in checkpoint:
-        raise FileNotFoundError(f"no checkpoint.pt with Gaussians in {run_dir}; expected a run directory "
-                                f"written by 'splat fit'")
-    setup = dict(checkpoint["setup"])
-    if setup["background"] is not None:
-        setup["background"] = tuple(setup["background"])
-    return field_from_state(checkpoint["field"]), SplatSetup(**setup)
+def load_splats(run_dir: str | Path, command: str = "splat shape") -> tuple[GaussianField, SplatSetup]:
+    """The fitted Gaussians of a ``splat fit`` run and how to render them. ``command`` names the reader in
+    the error for a run of another kind."""
+    run = open_run(run_dir, "splat fit", command)
+    checkpoint = run.load_checkpoint()
+    if checkpoint is None:
+        raise FileNotFoundError(f"no {run.path('checkpoint.pt')}: the run stopped before its first checkpoint")
+    state = checkpoint["trainer"]
+    return gaussians_from_state(state["gaussians"]), config_from_dict(SplatSetup, state["setup"],
+                                                                      f"{run.path('checkpoint.pt')} setup")

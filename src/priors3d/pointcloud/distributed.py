@@ -1,6 +1,6 @@
 """Data-parallel training across processes: ``torchrun --nproc_per_node=K`` with DistributedDataParallel.
 
-:func:`setup` reads the variables torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+:func:`process_group` reads the variables torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``/``MASTER_PORT``) and joins the process group (gloo on CPU, nccl on CUDA); without
 them it returns a single-process context and training runs as usual. Metrics are sums (correct
 counts, confusion matrices, IoU sums) reduced with :func:`all_reduce_sum`, so every rank ends up
@@ -9,6 +9,7 @@ with the figures of the whole test set.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Iterator
@@ -17,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Sampler
+
+from priors3d.engine import resolve_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,35 +39,32 @@ class DistContext:
         return self.rank == 0
 
 
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``"auto"`` → ``cuda:<local_rank>`` when available else ``cpu``; other strings as given."""
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and resolved.index is None:
-        resolved = torch.device(f"cuda:{local_rank}")
-    return resolved
+@contextlib.contextmanager
+def process_group(device: str = "auto") -> Iterator[DistContext]:
+    """Join the process group torchrun describes (left on exit), or give a single-process context.
 
-
-def setup(device: str = "auto") -> DistContext:
-    """Join the process group torchrun describes, or return a single-process context."""
+    ``device``: ``auto`` (``cuda:<LOCAL_RANK>`` when available, else cpu), ``cpu``, ``cuda`` (this
+    rank's GPU) or ``cuda:N``.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    resolved = resolve_device(device, local_rank)
+    resolved = resolve_device(device, ("cpu", "cuda"))
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this torch sees no CUDA device; use --device cpu or auto")
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device(f"cuda:{local_rank}")
     if world_size <= 1:
-        return DistContext(device=resolved)
+        yield DistContext(device=resolved)
+        return
     if not dist.is_initialized():
-        backend = "nccl" if resolved.type == "cuda" else "gloo"
         if resolved.type == "cuda":
             torch.cuda.set_device(resolved)
-        dist.init_process_group(backend=backend)
-    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=resolved)
-
-
-def cleanup(context: DistContext) -> None:
-    """Leave the process group (no-op for a single process)."""
-    if context.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
+    try:
+        yield DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=resolved)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def wrap(model: nn.Module, context: DistContext) -> nn.Module:

@@ -15,8 +15,6 @@ shapes, same cache folder); the query points and labels are cached next to them 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -26,9 +24,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from priors3d.pointcloud.data.base import cache_key, cached_arrays
 from priors3d.pointcloud.data.primitives import Shape
 from priors3d.pointcloud.data.synthetic import SPLITS, VERSION, SyntheticShapes
-from priors3d.runs import atomic_write
 
 # Bump when the query sampling changes so that stale caches are not reused.
 OCCUPANCY_VERSION = 1
@@ -117,26 +115,11 @@ class OccupancyShapes(Dataset):
         self.config = {"version": [VERSION, OCCUPANCY_VERSION], "surfaces": self.surfaces.config,
                        "n_stored": n_stored, "n_iou": (8192 if split == "test" else 0) if n_iou is None else n_iou,
                        "near_fraction": near_fraction, "sigma": sigma, "padding": padding}
-        self.data = self._load_or_generate(progress)
+        self.data = cached_arrays(self.cache_path, lambda: self._generate(progress))
 
     @property
     def cache_path(self) -> Path:
-        key = hashlib.sha1(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:16]
-        return self.surfaces.root / "occupancy" / f"{self.split}-{key}.npz"
-
-    def _load_or_generate(self, progress: bool) -> dict[str, np.ndarray]:
-        path = self.cache_path
-        if path.is_file():
-            with np.load(path) as cached:
-                return {k: cached[k] for k in cached.files}
-        data = self._generate(progress)
-
-        def write(tmp: Path):
-            with open(tmp, "wb") as f:
-                np.savez(f, **data)
-
-        atomic_write(path, write)
-        return data
+        return self.surfaces.root / "occupancy" / f"{self.split}-{cache_key(self.config)}.npz"
 
     def _generate(self, progress: bool) -> dict[str, np.ndarray]:
         c = self.config

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from priors3d.fields.nerf import NeRF, grid_features
-from priors3d.fields.render import render_rays
-from priors3d.fields.render import FieldSetup
+from priors3d.fields.render import FieldSetup, render_rays
 from priors3d.fields.views import Views
-from priors3d.shaping.propagate import Click, argmax_labels, sampling, view_rays
+from priors3d.shaping.clicks import Click, click_labels
+from priors3d.shaping.propagate import argmax_labels, click_rays, sampling, view_rays
 
 
 class SemanticHead(nn.Module):
@@ -51,15 +51,9 @@ def ray_features(model: NeRF, setup: FieldSetup, o: Tensor, d: Tensor, near: Ten
 def fit_semantic_head(model: NeRF, setup: FieldSetup, source: Views, clicks: list[Click], n_classes: int,
                       steps: int = 300, lr: float = 1e-2, seed: int = 0) -> SemanticHead:
     """Train a ``SemanticHead`` with cross-entropy of volume-rendered logits at the clicked pixels."""
-    if not clicks:
-        raise ValueError("need at least one click to train the semantic head")
     torch.manual_seed(seed)
-    o, d, near, far = view_rays(source, setup)
-    width = source.hw[1]
-    v = torch.tensor([c.view for c in clicks])
-    i = torch.tensor([c.y * width + c.x for c in clicks])
-    labels = torch.tensor([c.label for c in clicks])
-    feats, weights = ray_features(model, setup, o[v, i], d[v, i], near[v, i], far[v, i])
+    labels = click_labels(clicks)
+    feats, weights = ray_features(model, setup, *click_rays(source, setup, clicks))
     head = SemanticHead(feats.shape[-1], n_classes)
     optimiser = torch.optim.Adam(head.parameters(), lr=lr)
     for _ in range(steps):

@@ -164,7 +164,7 @@ def loop_gaussian_jacobians(decoder: GaussianDecoder, inputs: Tensor, output: st
     return torch.stack(rows)
 
 
-def knn(points: Tensor, k: int, chunk: int = 1024) -> Tensor:
+def nearest_neighbours(points: Tensor, k: int, chunk: int = 1024) -> Tensor:
     """``[G, k]`` indices of each point's ``k`` nearest other points among ``points [G, 3]``."""
     if not 1 <= k < points.shape[0]:
         raise ValueError(f"k must be in 1..{points.shape[0] - 1} for {points.shape[0]} points, got {k}")

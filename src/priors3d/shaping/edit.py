@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from priors3d.fields.render import render_rays
-from priors3d.fields.render import FieldSetup
+from priors3d.fields.render import FieldSetup, render_rays
 from priors3d.fields.views import Views
+from priors3d.shaping.clicks import Click
 from priors3d.shaping.jacobian import flatten, parameter_subset, pixel_jacobians_chunked, unflatten
-from priors3d.shaping.propagate import Click, first_order_responses, sampling, view_jacobians, view_rays
+from priors3d.shaping.propagate import click_rays, first_order_responses, sampling, view_jacobians, view_rays
 
 
 def select(model: nn.Module, setup: FieldSetup, source: Views, targets: Views, click: Click,
@@ -27,7 +27,7 @@ def select(model: nn.Module, setup: FieldSetup, source: Views, targets: Views, c
     """Selection masks ``[V, H, W]`` bool of ``targets`` for a click in ``source``, and the responses ``[V, H, W]``."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a cosine in [0, 1], got {threshold}")
-    o, d, near, far = _click_ray(source, setup, click)
+    o, d, near, far = click_rays(source, setup, [click])
     anchor = pixel_jacobians_chunked(model, o, d, near, far, names=names, **sampling(model, setup))
     responses = first_order_responses(view_jacobians(model, setup, targets, names=names), anchor)[..., 0]
     return responses >= threshold, responses
@@ -47,7 +47,7 @@ def recolor(model: nn.Module, setup: FieldSetup, source: Views, click: Click, co
         raise ValueError(f"color must be three numbers in [0, 1], got {color}")
     edited = copy.deepcopy(model)
     theta = parameter_subset(edited, names)
-    o, d, near, far = _click_ray(source, setup, click)
+    o, d, near, far = click_rays(source, setup, [click])
     kept = _kept_rays(edited, setup, source, click, keep, threshold, names)
     kwargs = sampling(edited, setup)
     for _ in range(steps):
@@ -99,12 +99,3 @@ def edit_picture(before: Tensor, after: Tensor, masks: Tensor | None = None) -> 
         rows.append(torch.cat(panels, dim=1))
     image = (torch.cat(rows, dim=0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
     return np.kron(image, np.ones((2, 2, 1), dtype=np.uint8))
-
-
-def _click_ray(views: Views, setup: FieldSetup, click: Click) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    height, width = views.hw
-    if not (0 <= click.view < len(views) and 0 <= click.x < width and 0 <= click.y < height):
-        raise ValueError(f"click {click} is outside the {len(views)} views of {width}x{height} pixels")
-    o, d, near, far = view_rays(views.subset([click.view]), setup)
-    i = click.y * width + click.x
-    return o[0, i:i + 1], d[0, i:i + 1], near[0, i:i + 1], far[0, i:i + 1]

@@ -1,19 +1,17 @@
-"""InfoGaussian commands: ``priors3d splat shape`` (shape a decoder over fitted Gaussians) and
-``priors3d splat edit`` (click a pixel; move, recolour or remove the object under it).
+"""InfoGaussian: shape a decoder over fitted Gaussians (``shape_splats``) and find what a click selects.
 
-``shape`` labels every Gaussian with the mask id of the pixels it contributes most to (its blending
-weights summed per label over the training views; Gaussians that reach no labelled pixel take the
-majority id of their nearest labelled neighbours in 3D), then fine-tunes a ``GaussianDecoder`` with
-InfoNCE on the cosines of a random ~7 % of the Gaussians' Jacobians, a 3D-neighbour smoothness term,
-a Jacobian-norm penalty and the photometric loss of the decoded field. A shape run directory holds
-``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (decoder, labels, the fit run it came from) and
-``metrics.json`` (held-out PSNR before and after).
+``shape_splats`` labels every Gaussian with the mask id of the pixels it contributes most to (its
+blending weights summed per label over the training views; Gaussians that reach no labelled pixel take
+the majority id of their nearest labelled neighbours in 3D), then fine-tunes a ``GaussianDecoder``
+through the engine (kind ``splat shape``) with InfoNCE on the cosines of a random ~7 % of the
+Gaussians' Jacobians, a 3D-neighbour smoothness term, a Jacobian-norm penalty and the photometric loss
+of the decoded field. A shape run directory holds ``config.json``, ``metrics.jsonl``, ``checkpoint.pt``
+(decoder, optimiser, generator, the Gaussians' ids) and ``metrics.json`` (held-out PSNR before and after).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -21,23 +19,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import tyro
-from scipy import ndimage
 from torch import Tensor
 from tqdm import tqdm
 
+from priors3d import engine
+from priors3d.engine import RunConfig
+from priors3d.fields.formats import open_scene
 from priors3d.fields.gaussians import GaussianField
+from priors3d.fields.rays import scene_aabb
 from priors3d.fields.splat import render_gaussians
 from priors3d.fields.splat_fit import SplatSetup, load_splats, photometric_loss
-from priors3d.fields.formats import open_scene
-from priors3d.metrics import psnr
-from priors3d.viz import save_png
-from priors3d.fields.rays import scene_aabb
 from priors3d.fields.views import Scene, Views
-from priors3d.runs import RunDir, save_json, seed_everything
-from priors3d.shaping.decoder import (OUTPUTS, GaussianDecoder, decoded_attributes, decoder_deltas, knn,
+from priors3d.metrics import psnr
+from priors3d.runs import config_from_dict, open_run, save_json
+from priors3d.shaping.clicks import Click
+from priors3d.shaping.decoder import (GaussianDecoder, decoded_attributes, decoder_deltas, nearest_neighbours,
                                       recall_leakage, render_decoded, shaping_terms, solve_edit)
-from priors3d.shaping.edit import edit_picture
-from priors3d.shaping.propagate import Click
 
 
 @dataclass
@@ -51,8 +48,8 @@ class DecoderConfig:
     layers: int = 2
 
 
-@dataclass
-class SplatShapeConfig:
+@dataclass(kw_only=True)
+class SplatShapeConfig(RunConfig):
     """Options of ``priors3d splat shape``."""
 
     run: tyro.conf.Positional[Path]
@@ -78,30 +75,6 @@ class SplatShapeConfig:
     labels: Literal["instance", "semantic"] = "instance"
     """Which label maps give each Gaussian its mask id."""
     decoder: DecoderConfig = dataclass_field(default_factory=DecoderConfig)
-    seed: int = 0
-    checkpoint_every: int = 100
-    resume: bool = False
-
-
-@dataclass
-class SplatEditConfig:
-    """Options of ``priors3d splat edit``."""
-
-    run: tyro.conf.Positional[Path]
-    """A ``splat shape`` run (or a ``splat fit`` run: an unshaped decoder, for comparison)."""
-    click: str = "0/32/32"
-    """The clicked pixel ``view/x/y`` in the training views."""
-    op: Literal["move", "recolor", "remove"] = "move"
-    offset: tuple[float, float, float] = (0.0, 0.0, 0.3)
-    """Move: the clicked Gaussian's translation in world units (metres)."""
-    color: tuple[float, float, float] = (0.1, 0.8, 0.2)
-    """Recolour: the clicked Gaussian's new RGB."""
-    steps: int = 2
-    """Gauss-Newton steps of the edit (one is exact for the default ``θ_D``)."""
-    views: int = 3
-    """Test views drawn before | after | changed pixels."""
-    out: Path | None = None
-    """Where the PNG and metrics go (default ``<run>/edit-<op>``)."""
 
 
 def label_weights(field: GaussianField, deltas: Tensor, c2w: Tensor, intrinsics: Tensor, labels: Tensor,
@@ -183,91 +156,84 @@ def shaping_step(decoder: GaussianDecoder, optimiser: torch.optim.Optimizer, ids
     return {name: value.item() for name, value in terms.items()}
 
 
-def decoded_psnr(field: GaussianField, deltas: Tensor, views: Views, setup: SplatSetup) -> float:
-    """Mean PSNR (dB) of the decoded field over ``views``."""
+def render_set(field: GaussianField, deltas: Tensor, views: Views, setup: SplatSetup) -> Tensor:
+    """``[V, H, W, 3]`` renders of the decoded field."""
     height, width = views.hw
     with torch.no_grad():
-        values = [psnr(render_decoded(field, deltas, views.c2w[v], views.intrinsics[v], height, width,
-                                      **setup.options())["rgb"].clamp(0, 1), views.images[v])
-                  for v in range(len(views))]
-    return float(np.mean(values))
+        return torch.stack([render_decoded(field, deltas, views.c2w[v], views.intrinsics[v], height, width,
+                                           **setup.options())["rgb"].clamp(0, 1) for v in range(len(views))])
+
+
+def decoded_psnr(field: GaussianField, deltas: Tensor, views: Views, setup: SplatSetup) -> float:
+    """Mean PSNR (dB) of the decoded field over ``views``."""
+    renders = render_set(field, deltas, views, setup)
+    return float(np.mean([psnr(r, gt) for r, gt in zip(renders, views.images)]))
+
+
+class SplatShaper:
+    """The engine's trainer for ``shape_splats``: one step = one ``shaping_step`` of a fresh decoder."""
+
+    def __init__(self, field: GaussianField, setup: SplatSetup, views: Views, aabb: Tensor, cfg: SplatShapeConfig,
+                 generator: torch.Generator):
+        self.field, self.setup, self.views, self.cfg, self.generator = field, setup, views, cfg, generator
+        self.decoder = make_decoder(field, aabb, cfg.decoder, cfg.seed)
+        head = [p for name, p in self.decoder.named_parameters() if name.startswith("head.")]
+        rest = [p for name, p in self.decoder.named_parameters() if not name.startswith("head.")]
+        self.optimiser = torch.optim.Adam([{"params": rest}, {"params": head, "lr": cfg.head_lr}], lr=cfg.lr)
+        self.neighbours = nearest_neighbours(field.means.detach(), cfg.neighbours)
+        self.images = views.images.float()
+        self.ids: Tensor | None = None
+        self.voted_fraction: float | None = None
+
+    def vote(self, labels: Tensor) -> None:
+        """Give every Gaussian its mask id from the label maps ``labels [V, H, W]`` of the views."""
+        voted = voted_labels(self.field, self.views, labels, self.setup)
+        self.ids = fill_from_neighbours(self.field.means.detach(), voted, self.cfg.neighbours)
+        self.voted_fraction = float((voted >= 0).float().mean())
+
+    def photometric(self, deltas: Tensor) -> Tensor:
+        """L1 loss of the field decoded with ``deltas [G, 7]`` on one random training view."""
+        v = int(torch.randint(len(self.views), (), generator=self.generator))
+        height, width = self.views.hw
+        out = render_decoded(self.field, deltas, self.views.c2w[v], self.views.intrinsics[v], height, width,
+                             **self.setup.options())
+        return photometric_loss(out["rgb"], self.images[v])
+
+    def step(self, step: int) -> dict[str, float]:
+        return shaping_step(self.decoder, self.optimiser, self.ids, self.neighbours, self.cfg, self.generator,
+                            self.photometric)
+
+    def state_dict(self) -> dict:
+        return {"decoder": self.decoder.state_dict(), "optimiser": self.optimiser.state_dict(),
+                "generator": self.generator.get_state(), "ids": self.ids, "voted_fraction": self.voted_fraction}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decoder.load_state_dict(state["decoder"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.generator.set_state(state["generator"])
+        self.ids, self.voted_fraction = state["ids"], state["voted_fraction"]
 
 
 def shape_splats(field: GaussianField, setup: SplatSetup, scene: Scene, cfg: SplatShapeConfig) -> dict:
-    """Shape a decoder over fitted Gaussians (see the module docstring); writes ``cfg.out``."""
+    """Shape a decoder over fitted Gaussians (see the module docstring); writes the run ``cfg.out``."""
+    engine.resolve_device(cfg.device)
     if not 0 < cfg.fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {cfg.fraction}")
     labels = getattr(scene.train, cfg.labels)
     if labels is None:
         raise ValueError(f"the scene's training views have no {cfg.labels} maps to label the Gaussians with")
-    run = RunDir(cfg.out)
-    generator = seed_everything(cfg.seed)
-    aabb = scene_aabb(scene)
-    decoder = make_decoder(field, aabb, cfg.decoder, cfg.seed)
-    head = [p for name, p in decoder.named_parameters() if name.startswith("head.")]
-    rest = [p for name, p in decoder.named_parameters() if not name.startswith("head.")]
-    optimiser = torch.optim.Adam([{"params": rest}, {"params": head, "lr": cfg.head_lr}], lr=cfg.lr)
-    checkpoint = run.load_checkpoint() if cfg.resume else None
-    step, train_time = 0, 0.0
-    if checkpoint is None:
-        voted = voted_labels(field, scene.train, labels, setup)
-        ids = fill_from_neighbours(field.means.detach(), voted, cfg.neighbours)
-        voted_fraction = float((voted >= 0).float().mean())
-        run.write_config(cfg, cfg.seed)
-        run.path("metrics.jsonl").unlink(missing_ok=True)
-    else:
-        decoder.load_state_dict(checkpoint["decoder"])
-        optimiser.load_state_dict(checkpoint["optimiser"])
-        generator.set_state(checkpoint["generator"])
-        ids, voted_fraction = checkpoint["ids"], checkpoint["voted_fraction"]
-        step, train_time = checkpoint["step"], checkpoint["train_time_s"]
-    neighbours = knn(field.means.detach(), cfg.neighbours)
-    images = scene.train.images.float()
-    height, width = scene.train.hw
     field.requires_grad_(False)
-
-    def photometric(deltas: Tensor) -> Tensor:
-        v = int(torch.randint(len(scene.train), (), generator=generator))
-        out = render_decoded(field, deltas, scene.train.c2w[v], scene.train.intrinsics[v], height, width,
-                             **setup.options())
-        return photometric_loss(out["rgb"], images[v])
-
-    def save_checkpoint() -> None:
-        run.save_checkpoint({"decoder": decoder.state_dict(), "decoder_config": asdict(cfg.decoder), "aabb": aabb,
-                             "ids": ids, "labels": cfg.labels, "voted_fraction": voted_fraction,
-                             "fit_run": str(cfg.run), "optimiser": optimiser.state_dict(),
-                             "generator": generator.get_state(), "step": step, "train_time_s": train_time})
-
-    before = decoded_psnr(field, torch.zeros(len(field), 7), scene.test, setup)
-    bar = tqdm(total=cfg.iterations, initial=step, desc="splat shape", dynamic_ncols=True)
-    while step < cfg.iterations:
-        start = time.perf_counter()
-        terms = shaping_step(decoder, optimiser, ids, neighbours, cfg, generator, photometric)
-        step += 1
-        train_time += time.perf_counter() - start
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
-        if step % 10 == 0 or step == cfg.iterations:
-            run.log_metrics({"step": step, "train_time_s": train_time, **terms})
-        if step % cfg.checkpoint_every == 0:
-            save_checkpoint()
-    bar.close()
-    save_checkpoint()
-    with torch.no_grad():
-        after = decoded_psnr(field, decoder_deltas(decoder), scene.test, setup)
-    summary = {"step": step, "train_time_s": train_time, "time_per_iter_s": train_time / max(step, 1),
-               "psnr_before": before, "psnr_after": after, "gaussians": len(field),
-               "voted_fraction": voted_fraction}
-    save_json(run.path("metrics.json"), summary)
-    return summary
-
-
-def shape(cfg: SplatShapeConfig) -> dict:
-    """Shape a decoder over fitted Gaussians (InfoGaussian) so that objects move, recolour and vanish together."""
-    field, setup = load_splats(cfg.run)
-    summary = shape_splats(field, setup, open_scene(setup.scene), cfg)
-    print(f"shaped in {summary['train_time_s']:.0f} s: test PSNR {summary['psnr_before']:.2f} -> "
-          f"{summary['psnr_after']:.2f} dB -> {cfg.out}")
+    with engine.start(cfg, "splat shape") as run:
+        trainer = SplatShaper(field, setup, scene.train, scene_aabb(scene), cfg, run.generator)
+        if run.checkpoint is None:
+            trainer.vote(labels)
+        result = run.train(trainer, cfg.iterations, log_every=10, desc="splat shape")
+        with torch.no_grad():
+            after = decoded_psnr(field, decoder_deltas(trainer.decoder), scene.test, setup)
+        summary = {**result, "time_per_iter_s": result["train_time_s"] / max(result["step"], 1),
+                   "psnr_before": decoded_psnr(field, torch.zeros(len(field), 7), scene.test, setup),
+                   "psnr_after": after, "gaussians": len(field), "voted_fraction": trainer.voted_fraction}
+        save_json(run.path("metrics.json"), summary)
     return summary
 
 
@@ -287,17 +253,22 @@ class ShapedRun:
 
 def load_shaped(run_dir: str | Path) -> ShapedRun:
     """A ``splat shape`` run; a ``splat fit`` run gives a fresh (unshaped) decoder and no labels."""
-    checkpoint = RunDir(run_dir).load_checkpoint() if Path(run_dir).is_dir() else None
-    if checkpoint is not None and "decoder" in checkpoint:
-        field, setup = load_splats(checkpoint["fit_run"])
-        scene = open_scene(setup.scene)
-        decoder = make_decoder(field, checkpoint["aabb"], DecoderConfig(**checkpoint["decoder_config"]))
-        decoder.load_state_dict(checkpoint["decoder"])
-        ids, masks = checkpoint["ids"], getattr(scene.train, checkpoint["labels"])
-    else:
-        field, setup = load_splats(run_dir)
+    run = open_run(run_dir, ("splat shape", "splat fit"), "splat edit")
+    if run.kind() == "splat fit":
+        field, setup = load_splats(run_dir, "splat edit")
         scene = open_scene(setup.scene)
         decoder, ids, masks = make_decoder(field, scene_aabb(scene), DecoderConfig()), None, None
+    else:
+        cfg = config_from_dict(SplatShapeConfig, run.read_config()["config"], str(run.path("config.json")))
+        checkpoint = run.load_checkpoint()
+        if checkpoint is None:
+            raise FileNotFoundError(f"{run.path('checkpoint.pt')} not found: the splat shape run in {run_dir} has "
+                                    f"not saved a checkpoint yet")
+        field, setup = load_splats(cfg.run, "splat edit")
+        scene = open_scene(setup.scene)
+        decoder = make_decoder(field, scene_aabb(scene), cfg.decoder)
+        decoder.load_state_dict(checkpoint["trainer"]["decoder"])
+        ids, masks = checkpoint["trainer"]["ids"], getattr(scene.train, cfg.labels)
     field.requires_grad_(False)
     return ShapedRun(field, setup, decoder, scene, ids, masks)
 
@@ -313,10 +284,8 @@ def clicked_gaussian(field: GaussianField, deltas: Tensor, views: Views, setup: 
     Gaussians render). So a click does not land on a Gaussian of another object that happens to
     dominate the pixel (a large floor Gaussian under a small box, say).
     """
+    click.check(views)
     height, width = views.hw
-    if not (0 <= click.view < len(views) and 0 <= click.x < width and 0 <= click.y < height):
-        raise ValueError(f"click view/x/y = {click.view}/{click.x}/{click.y} is outside the {len(views)} views "
-                         f"of {width}x{height} pixels")
     pixel = torch.full((height, width), -1, dtype=torch.long)
     pixel[click.y, click.x] = 0
     weights = label_weights(field, deltas, views.c2w[click.view], views.intrinsics[click.view], pixel, 1,
@@ -330,81 +299,6 @@ def clicked_gaussian(field: GaussianField, deltas: Tensor, views: Views, setup: 
         known = ids >= 0
         label = int(torch.zeros(int(ids.max()) + 1).index_add_(0, ids[known], weights[known]).argmax())
     return int(torch.where(ids == label, weights, torch.zeros_like(weights)).argmax())
-
-
-def edit_target(field: GaussianField, deltas: Tensor, g: int, cfg: SplatEditConfig) -> tuple[str, Tensor]:
-    """Which output group the edit changes and by how much (for Gaussian ``g``)."""
-    if cfg.op == "move":
-        return "motion", torch.tensor(cfg.offset, dtype=torch.float32)
-    if cfg.op == "recolor":
-        return "color", torch.tensor(cfg.color, dtype=torch.float32) - (field.colors[g] + deltas[g, 3:6])
-    if cfg.op == "remove":  # down to opacity 0.001
-        return "opacity", torch.tensor([-6.9]) - (field.opacity_logits[g] + deltas[g, 6]).reshape(1)
-    raise ValueError(f"op must be 'move', 'recolor' or 'remove', got {cfg.op!r}")
-
-
-def parse_pixel(text: str) -> Click:
-    """``"view/x/y"`` -> Click (label 0)."""
-    if text.count("/") != 2:
-        raise ValueError(f"a click must be 'view/x/y' (three integers), got {text!r}")
-    return Click.parse(f"{text}/0")
-
-
-def render_set(field: GaussianField, deltas: Tensor, views: Views, setup: SplatSetup) -> Tensor:
-    """``[V, H, W, 3]`` renders of the decoded field."""
-    height, width = views.hw
-    with torch.no_grad():
-        return torch.stack([render_decoded(field, deltas, views.c2w[v], views.intrinsics[v], height, width,
-                                           **setup.options())["rgb"].clamp(0, 1) for v in range(len(views))])
-
-
-def edit(cfg: SplatEditConfig) -> dict:
-    """Click a pixel; move, recolour or remove what the shaped decoder groups with it; before/after PNGs."""
-    click = parse_pixel(cfg.click)
-    run = load_shaped(cfg.run)
-    field, setup, decoder, scene = run.field, run.setup, run.decoder, run.scene
-    with torch.no_grad():
-        deltas = decoder_deltas(decoder)
-    g = clicked_gaussian(field, deltas, scene.train, setup, click, run.ids, run.masks)
-    output, target = edit_target(field, deltas, g, cfg)
-    theta = solve_edit(decoder, g, output, target, cfg.steps)
-    with torch.no_grad():
-        edited = decoder_deltas(decoder, theta)
-    change = (edited - deltas)[:, OUTPUTS[output]].norm(dim=-1)
-    affected = change > 0.5 * target.norm()
-    picks = np.linspace(0, len(scene.test) - 1, min(cfg.views, len(scene.test))).round().astype(int).tolist()
-    views = _join(scene.train.subset([click.view]), scene.test.subset(picks))
-    before, after = render_set(field, deltas, views, setup), render_set(field, edited, views, setup)
-    changed = (after - before).abs().amax(dim=-1) > 0.05
-    out = cfg.out or Path(cfg.run) / f"edit-{cfg.op}"
-    picture = save_png(out / f"{cfg.op}.png", edit_picture(before, after, changed))
-    summary = {"op": cfg.op, "click": cfg.click, "gaussian": g, "affected_gaussians": int(affected.sum()),
-               "affected_fraction": float(affected.float().mean()), "changed_pixels": float(changed.float().mean()),
-               "picture": str(picture)}
-    save_json(out / f"{cfg.op}.json", summary)
-    print(f"{cfg.op}: Gaussian {g}, {summary['affected_gaussians']} Gaussians changed by more than half the edit "
-          f"({summary['affected_fraction']:.1%}) -> {picture}")
-    return summary
-
-
-def _join(a: Views, b: Views) -> Views:
-    return Views(images=torch.cat([a.images, b.images]), c2w=torch.cat([a.c2w, b.c2w]),
-                 intrinsics=torch.cat([a.intrinsics, b.intrinsics]), names=a.names + b.names)
-
-
-def object_clicks(instance: Tensor, views: list[int] | None = None) -> list[Click]:
-    """One click per instance id in ``instance [V, H, W]``: the pixel deepest inside it (farthest from
-    its outline and the image border), in the view where that depth is largest, among ``views`` (all
-    when None). Label = the instance id."""
-    best: dict[int, tuple[float, Click]] = {}
-    for v in range(instance.shape[0]) if views is None else views:
-        image = instance[v].numpy()
-        for k in sorted(set(np.unique(image).tolist()) - {-1}):
-            depth = ndimage.distance_transform_edt(np.pad(image == k, 1))[1:-1, 1:-1]
-            y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
-            if k not in best or depth[y, x] > best[k][0]:
-                best[k] = (float(depth[y, x]), Click(v, int(x), int(y), int(k)))
-    return [best[k][1] for k in sorted(best)]
 
 
 def move_metrics(field: GaussianField, setup: SplatSetup, decoder: GaussianDecoder, ids: Tensor, views: Views,

@@ -13,40 +13,17 @@ Jacobian ``J_k``; the label is the argmax over classes, or -1 where no response 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from priors3d.fields.rays import views_rays
-from priors3d.fields.render import render_rays
-from priors3d.fields.render import FieldSetup
-from priors3d.fields.rays import ray_bounds
+from priors3d.fields.rays import ray_bounds, views_rays
+from priors3d.fields.render import FieldSetup, render_nerf_views, render_rays
 from priors3d.fields.views import Views
+from priors3d.shaping.clicks import Click
 from priors3d.shaping.jacobian import (flatten, grey, parameter_subset, pixel_jacobians_chunked, point_jacobians,
                                        unflatten)
-
-
-@dataclass(frozen=True)
-class Click:
-    """One labelled pixel: column ``x`` and row ``y`` of view ``view``, class ``label``."""
-
-    view: int
-    x: int
-    y: int
-    label: int
-
-    @classmethod
-    def parse(cls, text: str) -> "Click":
-        """``"view/x/y/class"`` -> Click."""
-        parts = text.split("/")
-        if len(parts) != 4 or not all(p.strip().lstrip("-").isdigit() for p in parts):
-            raise ValueError(f"a click must be 'view/x/y/class' (four integers), got {text!r}")
-        return cls(*(int(p) for p in parts))
 
 
 def sampling(model: nn.Module, setup: FieldSetup) -> dict:
@@ -65,20 +42,10 @@ def view_rays(views: Views, setup: FieldSetup) -> tuple[Tensor, Tensor, Tensor, 
 
 
 def render_grey(model: nn.Module, setup: FieldSetup, views: Views, params: dict[str, Tensor] | None = None,
-                chunk: int = 8192, channel: int | None = None, rgb: bool = False) -> Tensor:
+                channel: int | None = None, rgb: bool = False) -> Tensor:
     """Grey images ``[V, H, W]`` (or colour ``[V, H, W, 3]`` with ``rgb``), optionally with ``params`` swapped in."""
-    o, d, near, far = view_rays(views, setup)
-    kwargs = sampling(model, setup)
-    out = []
-    with torch.no_grad():
-        for v in range(len(views)):
-            parts = [render_rays(model, o[v, i:i + chunk], d[v, i:i + chunk], near[v, i:i + chunk],
-                                 far[v, i:i + chunk], params=params, **kwargs)["rgb"]
-                     for i in range(0, o.shape[1], chunk)]
-            colour = torch.cat(parts)
-            out.append(colour if rgb else grey(colour, channel))
-    h, w = views.hw
-    return torch.stack(out).reshape(len(views), h, w, *([3] if rgb else []))
+    images = torch.stack([r["rgb"] for r in render_nerf_views(model, views, setup, params=params)])
+    return images if rgb else grey(images, channel)
 
 
 def view_jacobians(model: nn.Module, setup: FieldSetup, views: Views, chunk: int = 2048,
@@ -94,36 +61,12 @@ def view_jacobians(model: nn.Module, setup: FieldSetup, views: Views, chunk: int
     return torch.stack(out).reshape(len(views), h, w, -1)
 
 
-def auto_clicks(labels: Tensor, view: int | None = None) -> list[Click]:
-    """One click per class in one view: the pixel deepest inside each class region.
-
-    Args:
-        labels: ``[V, H, W]`` ground-truth labels (-1 void).
-        view: the view to click in; None picks the one showing the most classes (the first on ties).
-    """
-    if labels.ndim != 3:
-        raise ValueError(f"labels must be [V, H, W], got {list(labels.shape)}")
-    if view is None:
-        counts = [len(set(labels[v].unique().tolist()) - {-1}) for v in range(labels.shape[0])]
-        view = int(np.argmax(counts))
-    clicks = []
-    image = labels[view].numpy()
-    for k in sorted(set(np.unique(image).tolist()) - {-1}):
-        depth = ndimage.distance_transform_edt(np.pad(image == k, 1))[1:-1, 1:-1]
-        y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
-        clicks.append(Click(view, int(x), int(y), int(k)))
-    return clicks
-
-
-def dense_clicks(labels: Tensor, view: int) -> list[Click]:
-    """Every non-void pixel of one fully labelled view ``labels [V, H, W]`` as a click."""
-    ys, xs = torch.nonzero(labels[view] >= 0, as_tuple=True)
-    return [Click(view, int(x), int(y), int(labels[view, y, x])) for y, x in zip(ys.tolist(), xs.tolist())]
-
-
 def click_rays(views: Views, setup: FieldSetup, clicks: list[Click]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Origins, directions ``[M, 3]`` and near/far ``[M]`` of the clicked pixels' rays."""
-    _check_clicks(clicks, views)
+    if not clicks:
+        raise ValueError("need at least one click (view/x/y/class)")
+    for click in clicks:
+        click.check(views)
     o, d, near, far = view_rays(views, setup)
     v = torch.tensor([c.view for c in clicks])
     i = torch.tensor([c.y * views.hw[1] + c.x for c in clicks])
@@ -225,12 +168,3 @@ def click_point_jacobians(model: nn.Module, setup: FieldSetup, views: Views, cli
     with torch.no_grad():
         depth = render_rays(model, o, d, near, far, **sampling(model, setup))["depth"]
         return point_jacobians(model, o + depth[:, None] * d, d, names, channel)
-
-
-def _check_clicks(clicks: list[Click], views: Views) -> None:
-    if not clicks:
-        raise ValueError("need at least one click (view/x/y/class)")
-    height, width = views.hw
-    for c in clicks:
-        if not (0 <= c.view < len(views) and 0 <= c.x < width and 0 <= c.y < height):
-            raise ValueError(f"click {c} is outside the {len(views)} views of {width}x{height} pixels")

@@ -1,41 +1,16 @@
-"""``priors3d field generate OUT``: render a procedural room into a nerfstudio folder plus a contact sheet."""
+"""Pictures of generated scenes: label maps in colour and the contact sheet of ``priors3d field generate``."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import tyro
 from torch import Tensor
 
-from priors3d.fields.formats import palette, write_nerfstudio
-from priors3d.fields.scenes.room import RoomConfig, generate_room
 from priors3d.fields.views import Scene
 from priors3d.runs import save_figure
-
-
-@dataclass
-class GenerateConfig:
-    """Where to write the scene and which room to render.
-
-    Attributes:
-        out: scene folder to write (nerfstudio layout).
-        room: the room and its cameras.
-        sheet_views: test views shown in contact_sheet.png.
-    """
-
-    out: tyro.conf.Positional[Path]
-    room: tyro.conf.OmitArgPrefixes[RoomConfig] = field(default_factory=RoomConfig)
-    sheet_views: int = 4
-
-
-def colorize(labels: Tensor, colors: Tensor) -> np.ndarray:
-    """``[H, W]`` int64 labels (-1 = void, black) -> ``[H, W, 3]`` uint8 using ``colors`` ``[C, 3]`` uint8."""
-    table = torch.cat([colors.to(torch.uint8), torch.zeros(1, 3, dtype=torch.uint8)])
-    return table[torch.where(labels < 0, len(colors), labels)].numpy()
+from priors3d.viz import colorize, palette
 
 
 def contact_sheet(scene: Scene, path: Path, n_views: int = 4) -> Path:
@@ -66,15 +41,3 @@ def contact_sheet(scene: Scene, path: Path, n_views: int = 4) -> Path:
     fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=7, frameon=False)
     fig.subplots_adjust(bottom=0.5 / fig.get_figheight(), wspace=0.03, hspace=0.08)
     return save_figure(path, fig)
-
-
-def generate(cfg: GenerateConfig) -> Path:
-    """Render a procedural room (seeded) to OUT: nerfstudio transforms.json, images, depth, labels, contact sheet."""
-    start = time.perf_counter()
-    scene = generate_room(cfg.room, progress=True)
-    seconds = time.perf_counter() - start
-    transforms = write_nerfstudio(scene, cfg.out)
-    sheet = contact_sheet(scene, Path(cfg.out) / "contact_sheet.png", cfg.sheet_views)
-    print(f"rendered {len(scene.train)} train + {len(scene.test)} test views ({cfg.room.width}x{cfg.room.height}) "
-          f"in {seconds:.1f} s; wrote {transforms.parent} and {sheet.name}")
-    return transforms

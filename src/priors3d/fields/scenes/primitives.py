@@ -17,7 +17,7 @@ PLAIN, STRIPES, CHECKER, NOISE = 0, 1, 2, 3
 
 
 @dataclass
-class Part:
+class ScenePart:
     """One primitive as the room builder describes it (plain Python numbers).
 
     ``size`` is the box half-extents, ``(r, r, r)`` for a sphere, ``(r, r, half_height)`` for a cylinder.
@@ -40,7 +40,7 @@ class Part:
 
 @dataclass
 class Primitives:
-    """``P`` primitives as tensors (see :class:`Part` for the meaning of each column)."""
+    """``P`` primitives as tensors (see :class:`ScenePart` for the meaning of each column)."""
 
     kind: Tensor  # [P] int64
     center: Tensor  # [P, 3]
@@ -56,7 +56,7 @@ class Primitives:
     instance: Tensor  # [P] int64
 
     @staticmethod
-    def stack(parts: list[Part]) -> "Primitives":
+    def stack(parts: list[ScenePart]) -> "Primitives":
         if not parts:
             raise ValueError("a scene needs at least one primitive")
         f32, i64 = torch.float32, torch.int64

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from priors3d.fields.formats import split_indices
-from priors3d.fields.scenes.primitives import BOX, CHECKER, CYLINDER, NOISE, SPHERE, STRIPES, Part, Primitives
+from priors3d.fields.scenes.primitives import BOX, CHECKER, CYLINDER, NOISE, SPHERE, STRIPES, ScenePart, Primitives
 from priors3d.fields.scenes.raycast import World, render_views
 from priors3d.fields.views import Scene, Views
 
@@ -90,7 +90,7 @@ class Room:
     far: float
 
 
-def _placed(parts: list[Part], x: float, y: float, yaw: float) -> list[Part]:
+def _placed(parts: list[ScenePart], x: float, y: float, yaw: float) -> list[ScenePart]:
     """Move parts given in an object frame (origin on the floor) to ``(x, y)`` turned by ``yaw``."""
     c, s = math.cos(yaw), math.sin(yaw)
     out = []
@@ -102,51 +102,51 @@ def _placed(parts: list[Part], x: float, y: float, yaw: float) -> list[Part]:
     return out
 
 
-def _table(inst: int, color, rng: np.random.Generator) -> tuple[list[Part], float, float]:
+def _table(inst: int, color, rng: np.random.Generator) -> tuple[list[ScenePart], float, float]:
     w, d, h = rng.uniform(0.8, 1.1), rng.uniform(0.55, 0.7), rng.uniform(0.70, 0.76)
-    top = Part(BOX, (0, 0, h - 0.02), (w / 2, d / 2, 0.02), TABLE, inst, color, tuple(0.8 * c for c in color),
+    top = ScenePart(BOX, (0, 0, h - 0.02), (w / 2, d / 2, 0.02), TABLE, inst, color, tuple(0.8 * c for c in color),
                STRIPES, 0.18, 0)
-    legs = [Part(BOX, (sx * (w / 2 - 0.05), sy * (d / 2 - 0.05), (h - 0.04) / 2), (0.03, 0.03, (h - 0.04) / 2),
+    legs = [ScenePart(BOX, (sx * (w / 2 - 0.05), sy * (d / 2 - 0.05), (h - 0.04) / 2), (0.03, 0.03, (h - 0.04) / 2),
                  TABLE, inst, color) for sx in (-1, 1) for sy in (-1, 1)]
     return [top] + legs, math.hypot(w, d) / 2, h
 
 
-def _chair(inst: int, color) -> list[Part]:
+def _chair(inst: int, color) -> list[ScenePart]:
     seat, h = 0.22, 0.45
-    legs = [Part(BOX, (sx * (seat - 0.03), sy * (seat - 0.03), (h - 0.03) / 2), (0.02, 0.02, (h - 0.03) / 2),
+    legs = [ScenePart(BOX, (sx * (seat - 0.03), sy * (seat - 0.03), (h - 0.03) / 2), (0.02, 0.02, (h - 0.03) / 2),
                  CHAIR, inst, color) for sx in (-1, 1) for sy in (-1, 1)]
-    return legs + [Part(BOX, (0, 0, h - 0.015), (seat, seat, 0.03), CHAIR, inst, color),
-                   Part(BOX, (-seat + 0.02, 0, h + 0.25), (0.02, seat, 0.22), CHAIR, inst, color)]
+    return legs + [ScenePart(BOX, (0, 0, h - 0.015), (seat, seat, 0.03), CHAIR, inst, color),
+                   ScenePart(BOX, (-seat + 0.02, 0, h + 0.25), (0.02, seat, 0.22), CHAIR, inst, color)]
 
 
-def _shelf(inst: int, color, rng: np.random.Generator) -> tuple[list[Part], float, float]:
+def _shelf(inst: int, color, rng: np.random.Generator) -> tuple[list[ScenePart], float, float]:
     w, d, h = rng.uniform(0.7, 1.0), 0.32, rng.uniform(1.3, 1.7)
-    parts = [Part(BOX, (0, sy * (w / 2 - 0.015), h / 2), (d / 2, 0.015, h / 2), SHELF, inst, color) for sy in (-1, 1)]
-    parts.append(Part(BOX, (-d / 2 + 0.01, 0, h / 2), (0.01, w / 2, h / 2), SHELF, inst, color))
+    parts = [ScenePart(BOX, (0, sy * (w / 2 - 0.015), h / 2), (d / 2, 0.015, h / 2), SHELF, inst, color) for sy in (-1, 1)]
+    parts.append(ScenePart(BOX, (-d / 2 + 0.01, 0, h / 2), (0.01, w / 2, h / 2), SHELF, inst, color))
     for z in np.linspace(0.05, h - 0.02, 4):
-        parts.append(Part(BOX, (0, 0, float(z)), (d / 2, w / 2 - 0.03, 0.02), SHELF, inst, color))
+        parts.append(ScenePart(BOX, (0, 0, float(z)), (d / 2, w / 2 - 0.03, 0.02), SHELF, inst, color))
     return parts, d, w
 
 
-def _lamp(inst: int) -> list[Part]:
-    return [Part(CYLINDER, (0, 0, 0.02), (0.15, 0.15, 0.02), LAMP, inst, GREY),
-            Part(CYLINDER, (0, 0, 0.72), (0.02, 0.02, 0.7), LAMP, inst, GREY),
-            Part(CYLINDER, (0, 0, 1.5), (0.17, 0.17, 0.13), LAMP, inst, (1.0, 0.93, 0.75), emissive=True)]
+def _lamp(inst: int) -> list[ScenePart]:
+    return [ScenePart(CYLINDER, (0, 0, 0.02), (0.15, 0.15, 0.02), LAMP, inst, GREY),
+            ScenePart(CYLINDER, (0, 0, 0.72), (0.02, 0.02, 0.7), LAMP, inst, GREY),
+            ScenePart(CYLINDER, (0, 0, 1.5), (0.17, 0.17, 0.13), LAMP, inst, (1.0, 0.93, 0.75), emissive=True)]
 
 
-def _shell(size, rng: np.random.Generator) -> list[Part]:
+def _shell(size, rng: np.random.Generator) -> list[ScenePart]:
     """Floor, ceiling and four walls as 20 cm slabs just outside the interior (instances 0..5)."""
     X, Y, Z = size[0] / 2, size[1] / 2, size[2]
     t = 0.1
     floor_b = (0.55, 0.50, 0.45) if rng.random() < 0.5 else WOOD
-    parts = [Part(BOX, (0, 0, -t), (X + 2 * t, Y + 2 * t, t), FLOOR, 0, (0.42, 0.38, 0.34), floor_b, CHECKER, 1.0),
-             Part(BOX, (0, 0, Z + t), (X + 2 * t, Y + 2 * t, t), CEILING, 1, WHITE)]
+    parts = [ScenePart(BOX, (0, 0, -t), (X + 2 * t, Y + 2 * t, t), FLOOR, 0, (0.42, 0.38, 0.34), floor_b, CHECKER, 1.0),
+             ScenePart(BOX, (0, 0, Z + t), (X + 2 * t, Y + 2 * t, t), CEILING, 1, WHITE)]
     base = np.array(WALL_COLORS[rng.integers(len(WALL_COLORS))])
     walls = [((-X - t, 0, Z / 2), (t, Y + 2 * t, Z / 2 + 2 * t)), ((X + t, 0, Z / 2), (t, Y + 2 * t, Z / 2 + 2 * t)),
              ((0, -Y - t, Z / 2), (X + 2 * t, t, Z / 2 + 2 * t)), ((0, Y + t, Z / 2), (X + 2 * t, t, Z / 2 + 2 * t))]
     for i, (center, half) in enumerate(walls):
         color = np.clip(base + rng.uniform(-0.05, 0.05, 3), 0, 1)
-        parts.append(Part(BOX, center, half, WALL, 2 + i, tuple(color), tuple(color * 0.88), NOISE))
+        parts.append(ScenePart(BOX, center, half, WALL, 2 + i, tuple(color), tuple(color * 0.88), NOISE))
     return parts
 
 
@@ -194,7 +194,7 @@ class _Floorplan:
         return None
 
 
-def build_parts(cfg: RoomConfig) -> tuple[list[Part], list[str]]:
+def build_parts(cfg: RoomConfig) -> tuple[list[ScenePart], list[str]]:
     """All primitives of the room and the name of each instance id."""
     rng = np.random.default_rng(cfg.seed)
     parts = _shell(cfg.size, rng)
@@ -234,7 +234,7 @@ def build_parts(cfg: RoomConfig) -> tuple[list[Part], list[str]]:
             else:
                 a, b = rng.choice(len(CHAIR_COLORS), 2, replace=False)
                 look = dict(color=CHAIR_COLORS[a], color_b=CHAIR_COLORS[b], texture=CHECKER, period=0.25)
-            parts += _placed([Part(BOX, (0, 0, s), (s, s, s), BOX_, new("box"), **look)], *xy, rng.uniform(0, math.pi))
+            parts += _placed([ScenePart(BOX, (0, 0, s), (s, s, s), BOX_, new("box"), **look)], *xy, rng.uniform(0, math.pi))
     for k in range(cfg.n_balls):
         r = rng.uniform(0.09, 0.15)
         a, b = rng.choice(len(CHAIR_COLORS), 2, replace=False)
@@ -244,16 +244,16 @@ def build_parts(cfg: RoomConfig) -> tuple[list[Part], list[str]]:
         else:
             spot, z = plan.place(r), r
         if spot is not None:
-            parts.append(Part(SPHERE, (spot[0], spot[1], z), (r, r, r), BALL, new("ball"), **look))
+            parts.append(ScenePart(SPHERE, (spot[0], spot[1], z), (r, r, r), BALL, new("ball"), **look))
     walls = rng.permutation(4)
     window_wall = int(walls[0]) if shelf_spot is None or walls[0] != shelf_spot[3] else int(walls[1])
     center, half = _on_wall(window_wall, rng.uniform(-0.8, 0.8), 1.55, 0.5, 0.4, cfg.size)
-    parts.append(Part(BOX, center, half, WINDOW, new("window"), (0.75, 0.88, 1.0), emissive=True))
+    parts.append(ScenePart(BOX, center, half, WINDOW, new("window"), (0.75, 0.88, 1.0), emissive=True))
     for wall in [int(w) for w in walls if w != window_wall][:2]:
         a, b = rng.choice(len(CHAIR_COLORS), 2, replace=False)
         center, half = _on_wall(wall, rng.uniform(-1.0, 1.0), rng.uniform(1.3, 1.7), 0.3, 0.22, cfg.size)
         texture = CHECKER if rng.random() < 0.5 else STRIPES
-        parts.append(Part(BOX, center, half, PICTURE, new("picture"), CHAIR_COLORS[a], CHAIR_COLORS[b], texture, 0.2,
+        parts.append(ScenePart(BOX, center, half, PICTURE, new("picture"), CHAIR_COLORS[a], CHAIR_COLORS[b], texture, 0.2,
                           axis=1 if wall < 2 else 0))
     return parts, names
 

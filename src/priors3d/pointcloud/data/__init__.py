@@ -2,15 +2,13 @@
 
 ``make_dataset("synthetic" | "modelnet40" | "shapenetpart", root, split, n_points, task)`` returns a
 :class:`PointCloudDataset`: items ``{points [N, 3], label, normals [N, 3]?, parts [N]?}`` and the
-attributes ``class_names``, ``num_classes``, ``seg_classes``, ``num_parts`` and ``up_axis``.
+attributes ``class_names``, ``num_classes``, ``seg_classes``, ``num_parts`` and ``up_axis``
+(``priors3d data prepare`` builds and caches them ahead of training).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import time
-from pathlib import Path
 
 import numpy as np
 
@@ -22,8 +20,8 @@ from priors3d.pointcloud.data.synthetic import CATEGORIES, PART_NAMES, Synthetic
 DATASETS = ("synthetic", "modelnet40", "shapenetpart")
 TASKS = ("cls", "seg")
 
-__all__ = ["DATASETS", "ModelNet40H5", "ModelNet40Resampled", "PointCloudDataset", "PrepareConfig",
-           "ShapeNetPart", "SyntheticShapes", "make_dataset", "prepare"]
+__all__ = ["DATASETS", "ModelNet40H5", "ModelNet40Resampled", "PointCloudDataset", "ShapeNetPart", "SyntheticShapes",
+           "make_dataset", "part_presence"]
 
 
 def make_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train", n_points: int = 1024,
@@ -50,39 +48,6 @@ def make_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
     if task == "seg" and not dataset.seg_classes:
         raise ValueError(f"{name} has no part labels; use task='cls' or a data set among synthetic, shapenetpart")
     return dataset
-
-
-@dataclasses.dataclass
-class PrepareConfig:
-    """Options of ``priors3d data prepare``."""
-
-    name: str = "synthetic"
-    """synthetic, modelnet40 or shapenetpart."""
-    root: Path | None = None
-    """Data folder (cache folder for synthetic, default ~/.cache/priors3d)."""
-    n_points: int = 1024
-    seed: int = 0
-    splits: tuple[str, ...] = ("train", "test")
-
-
-def prepare(config: PrepareConfig) -> dict[str, dict]:
-    """Build (and for synthetic, generate and cache) a data set's splits; print what they hold."""
-    summary = {}
-    for split in config.splits:
-        start = time.perf_counter()
-        dataset = make_dataset(config.name, config.root, split, config.n_points, seed=config.seed)
-        seconds = time.perf_counter() - start
-        summary[split] = {"items": len(dataset), "classes": dataset.num_classes, "parts": dataset.num_parts,
-                          "up_axis": dataset.up_axis, "seconds": round(seconds, 2)}
-        where = getattr(dataset, "cache_path", config.root)
-        print(f"{config.name} {split}: {len(dataset)} items x {config.n_points} points, "
-              f"{dataset.num_classes} classes, {dataset.num_parts} parts, {dataset.up_axis}-up, "
-              f"ready in {seconds:.2f} s ({where})")
-        if isinstance(dataset, SyntheticShapes):
-            summary[split]["part_presence"] = part_presence(dataset)
-            for category, shares in summary[split]["part_presence"].items():
-                print(f"  {category:<9} " + ", ".join(f"{part} {share:.0%}" for part, share in shares.items()))
-    return summary
 
 
 def part_presence(dataset: SyntheticShapes) -> dict[str, dict[str, float]]:

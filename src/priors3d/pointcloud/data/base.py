@@ -1,12 +1,18 @@
-"""The interface every point-cloud data set shares, and the fixed-size resampling of its items."""
+"""The interface every point-cloud data set shares, the fixed-size resampling of its items, and the
+``.npz`` cache of generated data."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from priors3d.runs import atomic_write
 
 SAMPLE_MODES = ("first", "random")
 
@@ -102,4 +108,34 @@ def load_text_points(path: Path, columns: int, delimiter: str | None) -> np.ndar
                          f"separated by {delimiter or 'spaces'!r} ({error})") from None
     if array.shape[1] != columns or len(array) == 0:
         raise ValueError(f"{path}: expected rows of {columns} columns, got array of shape {array.shape}")
+    check_finite(array, f"{path}: row")
     return array
+
+
+def check_finite(array: np.ndarray, where: str) -> None:
+    """ValueError naming ``where`` and the first item (index along axis 0) holding a NaN or infinite number."""
+    finite = np.isfinite(array.reshape(len(array), -1)).all(1)
+    if not finite.all():
+        raise ValueError(f"{where} {int(np.flatnonzero(~finite)[0])} holds NaN or infinite values "
+                         f"({int((~finite).sum())} of {len(array)} such); expected finite numbers")
+
+
+def cache_key(config: dict) -> str:
+    """A short hash of a JSON-able configuration, naming its cache file."""
+    return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_arrays(path: Path, generate: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays stored in the ``.npz`` file ``path``; on first use, ``generate()`` them and write the file
+    atomically."""
+    if path.is_file():
+        with np.load(path) as cached:
+            return {k: cached[k] for k in cached.files}
+    data = generate()
+
+    def write(tmp: Path):
+        with open(tmp, "wb") as f:
+            np.savez(f, **data)
+
+    atomic_write(path, write)
+    return data

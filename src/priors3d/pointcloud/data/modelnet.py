@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from priors3d.pointcloud.data.base import PointCloudDataset, load_text_points, read_lines
+from priors3d.pointcloud.data.base import PointCloudDataset, check_finite, load_text_points, read_lines
 
 HDF5_DIR = "modelnet40_ply_hdf5_2048"
 RESAMPLED_DIR = "modelnet40_normal_resampled"
@@ -46,16 +46,23 @@ class ModelNet40H5(PointCloudDataset):
             path = root / Path(entry).name
             if not path.is_file():
                 raise FileNotFoundError(f"missing {path} (listed as {entry!r} in {root / f'{split}_files.txt'})")
-            with h5py.File(path, "r") as f:
-                for key in ("data", "label"):
-                    if key not in f:
-                        raise ValueError(f"{path}: expected datasets 'data' [n, P, 3] and 'label' [n, 1], "
-                                         f"found {sorted(f.keys())}")
-                data, label = np.asarray(f["data"], dtype=np.float32), np.asarray(f["label"]).reshape(-1)
-                if data.ndim != 3 or data.shape[2] != 3 or len(label) != len(data):
-                    raise ValueError(f"{path}: expected 'data' [n, P, 3] and 'label' [n, 1], "
-                                     f"got {data.shape} and {np.shape(f['label'])}")
-                normal_arrays.append(np.asarray(f["normal"], dtype=np.float32) if "normal" in f else None)
+            try:
+                with h5py.File(path, "r") as f:
+                    for key in ("data", "label"):
+                        if key not in f:
+                            raise ValueError(f"{path}: expected datasets 'data' [n, P, 3] and 'label' [n, 1], "
+                                             f"found {sorted(f.keys())}")
+                    data, label = np.asarray(f["data"], dtype=np.float32), np.asarray(f["label"]).reshape(-1)
+                    if data.ndim != 3 or data.shape[2] != 3 or len(label) != len(data):
+                        raise ValueError(f"{path}: expected 'data' [n, P, 3] and 'label' [n, 1], "
+                                         f"got {data.shape} and {np.shape(f['label'])}")
+                    normal = np.asarray(f["normal"], dtype=np.float32) if "normal" in f else None
+            except OSError as error:
+                raise ValueError(f"{path} is not a readable HDF5 file (truncated or corrupt?): {error}") from None
+            check_finite(data, f"{path}: 'data' of shape")
+            if normal is not None:
+                check_finite(normal, f"{path}: 'normal' of shape")
+            normal_arrays.append(normal)
             if label.min(initial=0) < 0 or label.max(initial=0) >= len(self.class_names):
                 raise ValueError(f"{path}: labels must lie in [0, {len(self.class_names)}) "
                                  f"(the classes of shape_names.txt), got {label.min()}..{label.max()}")

@@ -12,8 +12,6 @@ Joints overlap (a leg reaches into the seat); the sampler keeps only the union's
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from priors3d.pointcloud.data.base import PointCloudDataset
+from priors3d.pointcloud.data.base import PointCloudDataset, cache_key, cached_arrays
 from priors3d.pointcloud.data.primitives import (
     Box,
     Ellipsoid,
@@ -32,7 +30,6 @@ from priors3d.pointcloud.data.primitives import (
     frame_from_z,
     rotation_about,
 )
-from priors3d.runs import atomic_write
 
 # Bump when the generators change so that stale caches are not reused.
 VERSION = 2
@@ -578,7 +575,8 @@ class SyntheticShapes(PointCloudDataset):
         self.seg_classes = {c: SEG_CLASSES[c] for c in self.categories}
         self.per_class = per_class or (200 if split == "train" else 50)
         self.root = Path(root) if root is not None else default_cache_root()
-        self.data = self._load_or_generate(progress)
+        self.data = cached_arrays(self.cache_path, lambda: generate(self.categories, self.split, self.per_class,
+                                                                    self.n_points, self.seed, progress))
 
     @property
     def config(self) -> dict:
@@ -587,22 +585,7 @@ class SyntheticShapes(PointCloudDataset):
 
     @property
     def cache_path(self) -> Path:
-        key = hashlib.sha1(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:16]
-        return self.root / "synthetic" / f"{self.split}-{self.n_points}-{key}.npz"
-
-    def _load_or_generate(self, progress: bool) -> dict[str, np.ndarray]:
-        path = self.cache_path
-        if path.is_file():
-            with np.load(path) as cached:
-                return {k: cached[k] for k in cached.files}
-        data = generate(self.categories, self.split, self.per_class, self.n_points, self.seed, progress)
-
-        def write(tmp: Path):
-            with open(tmp, "wb") as f:
-                np.savez(f, **data)
-
-        atomic_write(path, write)
-        return data
+        return self.root / "synthetic" / f"{self.split}-{self.n_points}-{cache_key(self.config)}.npz"
 
     def __len__(self) -> int:
         return len(self.data["label"])

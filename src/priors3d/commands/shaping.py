@@ -1,0 +1,226 @@
+"""Shaping commands: ``priors3d field shape | propagate | select | recolor`` (JacobiNeRF) and
+``priors3d splat shape | edit`` (InfoGaussian)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import tyro
+
+from priors3d.engine import CommandConfig
+from priors3d.fields.fit import load_field
+from priors3d.fields.formats import open_scene
+from priors3d.fields.splat_fit import load_splats
+from priors3d.fields.views import Scene, Views
+from priors3d.metrics import label_map_metrics
+from priors3d.runs import save_json, save_torch
+from priors3d.shaping.clicks import Click
+from priors3d.shaping.decoder import OUTPUTS, decoder_deltas, solve_edit
+from priors3d.shaping.edit import edit_picture, recolor as recolor_field, select as select_pixels
+from priors3d.shaping.infogs import SplatShapeConfig, clicked_gaussian, load_shaped, render_set, shape_splats
+from priors3d.shaping.propagate import render_grey
+from priors3d.shaping.shape import Method, ShapeConfig, evaluation_clicks, propagate_labels, shape_field
+from priors3d.viz import label_pictures, save_png
+
+
+def shape(cfg: ShapeConfig) -> dict:
+    """Shape a fitted NeRF with mutual-information gradients (JacobiNeRF) so objects resonate together."""
+    model, setup = load_field(cfg.run, "field shape")
+    summary = shape_field(model, setup, open_scene(setup.scene), cfg)
+    print(f"shaped for {summary['step']} steps ({summary['train_time_s']:.0f} s) -> {cfg.out}")
+    return summary
+
+
+@dataclass(kw_only=True)
+class PropagateConfig(CommandConfig):
+    """Options of ``priors3d field propagate``."""
+
+    run: tyro.conf.Positional[Path]
+    """A fitted or shaped run directory."""
+    clicks: tuple[str, ...] = ()
+    """Clicks ``view/x/y/class`` in the training views; none = sampled from ground truth (one per class)."""
+    dense: bool = False
+    """With sampled clicks: use every pixel of the click view (one densely labelled view)."""
+    click_view: int | None = None
+    """Training view to sample clicks in (default: the one showing the most classes)."""
+    label_source: Literal["semantic", "instance"] = "semantic"
+    """Ground truth to sample clicks from and to evaluate against."""
+    method: Method = "first-order"
+    sigma: float = 0.1
+    """Perturb-and-render: step length of ``theta_D`` along each class Jacobian."""
+    min_response: float = 0.0
+    """Pixels whose best response is below this get no label (-1)."""
+    names: tuple[str, ...] | None = None
+    channel: int | None = None
+    out: Path | None = None
+    """Where metrics and pictures go (default ``<run>/propagate-<method>``)."""
+
+
+def propagate(cfg: PropagateConfig) -> dict:
+    """Propagate labels from clicks to every test view through Jacobians; report mIoU and accuracies."""
+    clicks = [Click.parse(c) for c in cfg.clicks]
+    model, setup = load_field(cfg.run, "field propagate")
+    scene = open_scene(setup.scene)
+    clicks = clicks or evaluation_clicks(scene, cfg.label_source, cfg.dense, cfg.click_view)
+    target = getattr(scene.test, cfg.label_source)
+    n_classes = _n_classes(scene, cfg.label_source)
+    result = propagate_labels(model, setup, scene.train, scene.test, clicks, n_classes, cfg.method, cfg.sigma,
+                              cfg.min_response, cfg.names, cfg.channel, progress=cfg.progress)
+    out = cfg.out or cfg.run / f"propagate-{cfg.method}"
+    summary = {"method": cfg.method, "n_clicks": len(clicks), "click_view": clicks[0].view,
+               "clicked_classes": result["active"].nonzero().flatten().tolist(),
+               **{k: result[k] for k in ("seconds", "shared_seconds", "per_class_seconds")}}
+    if target is not None:
+        summary.update(label_map_metrics(result["labels"], target, n_classes))
+        label_pictures(out / "labels.png", scene, result["labels"], target)
+        print(f"{cfg.method}: mIoU {summary['miou']:.3f}, accuracy {summary['accuracy']:.3f}, "
+              f"class accuracy {summary['class_accuracy']:.3f} over {len(scene.test)} test views")
+    save_json(out / "metrics.json", summary)
+    save_torch(out / "labels.pt", result["labels"])
+    return summary
+
+
+def _n_classes(scene: Scene, label_source: str) -> int:
+    if label_source == "semantic" and scene.class_names:
+        return len(scene.class_names)
+    maps = [m for m in (getattr(scene.train, label_source), getattr(scene.test, label_source)) if m is not None]
+    return int(max(int(m.max()) for m in maps)) + 1
+
+
+@dataclass(kw_only=True)
+class SelectConfig(CommandConfig):
+    """Options of ``priors3d field select``."""
+
+    run: tyro.conf.Positional[Path]
+    """A fitted or shaped run directory."""
+    click: str = "0/32/32"
+    """The clicked pixel ``view/x/y`` in the training views."""
+    threshold: float = 0.9
+    """Pixels whose ``|cos|`` with the click's Jacobian reaches this are selected."""
+    views: int = 3
+    """How many test views to draw."""
+    out: Path | None = None
+    """Where the PNG goes (default ``<run>/select``)."""
+
+
+@dataclass(kw_only=True)
+class RecolorConfig(CommandConfig):
+    """Options of ``priors3d field recolor``."""
+
+    run: tyro.conf.Positional[Path]
+    """A fitted or shaped run directory."""
+    click: str = "0/32/32"
+    """The clicked pixel ``view/x/y`` in the training views."""
+    color: tuple[float, float, float] = (0.1, 0.8, 0.2)
+    """Target RGB in [0, 1] for the clicked pixel."""
+    steps: int = 5
+    keep: int = 512
+    """Pixels of the click's view that do not resonate with it (``|cos| < 0.9``) and that the edit holds
+    still (0: the plain minimum-norm step, which also moves whatever shares the click's gradient)."""
+    views: int = 3
+    out: Path | None = None
+    """Where the before/after PNGs go (default ``<run>/recolor``)."""
+
+
+def _test_subset(scene: Scene, n: int) -> Views:
+    """``n`` evenly spaced test views."""
+    return scene.test.subset(np.linspace(0, len(scene.test) - 1, min(n, len(scene.test))).round().astype(int).tolist())
+
+
+def select(cfg: SelectConfig) -> dict:
+    """Click one pixel; write the mask of everything that resonates with it in the test views."""
+    click = Click.parse(cfg.click, labelled=False)
+    model, setup = load_field(cfg.run, "field select")
+    scene = open_scene(setup.scene)
+    targets = _test_subset(scene, cfg.views)
+    masks, _ = select_pixels(model, setup, scene.train, targets, click, cfg.threshold)
+    out = cfg.out or cfg.run / "select"
+    path = save_png(out / "select.png", edit_picture(targets.images, targets.images, masks))
+    print(f"selected {float(masks.float().mean()):.1%} of the pixels of {len(targets)} test views -> {path}")
+    return {"fraction": float(masks.float().mean()), "picture": str(path)}
+
+
+def recolor(cfg: RecolorConfig) -> dict:
+    """Click one pixel and a colour; every resonating pixel in every view recolours (before/after PNGs)."""
+    click = Click.parse(cfg.click, labelled=False)
+    model, setup = load_field(cfg.run, "field recolor")
+    scene = open_scene(setup.scene)
+    targets = _test_subset(scene, cfg.views)
+    edited = recolor_field(model, setup, scene.train, click, cfg.color, cfg.steps, keep=cfg.keep)
+    before = render_grey(model, setup, targets, rgb=True)
+    after = render_grey(edited, setup, targets, rgb=True)
+    masks, _ = select_pixels(model, setup, scene.train, targets, click)
+    out = cfg.out or cfg.run / "recolor"
+    path = save_png(out / "recolor.png", edit_picture(before, after, masks))
+    changed = float(((after - before).abs().amax(-1) > 0.05).float().mean())
+    print(f"recoloured: {changed:.1%} of the test pixels changed by more than 0.05 -> {path}")
+    return {"changed_fraction": changed, "picture": str(path)}
+
+
+def splat_shape(cfg: SplatShapeConfig) -> dict:
+    """Shape a decoder over fitted Gaussians (InfoGaussian) so that objects move, recolour and vanish together."""
+    field, setup = load_splats(cfg.run)
+    summary = shape_splats(field, setup, open_scene(setup.scene), cfg)
+    print(f"shaped in {summary['train_time_s']:.0f} s: test PSNR {summary['psnr_before']:.2f} -> "
+          f"{summary['psnr_after']:.2f} dB -> {cfg.out}")
+    return summary
+
+
+@dataclass(kw_only=True)
+class SplatEditConfig(CommandConfig):
+    """Options of ``priors3d splat edit``."""
+
+    run: tyro.conf.Positional[Path]
+    """A ``splat shape`` run (or a ``splat fit`` run: an unshaped decoder, for comparison)."""
+    click: str = "0/32/32"
+    """The clicked pixel ``view/x/y`` in the training views."""
+    op: Literal["move", "recolor", "remove"] = "move"
+    offset: tuple[float, float, float] = (0.0, 0.0, 0.3)
+    """Move: the clicked Gaussian's translation in world units (metres)."""
+    color: tuple[float, float, float] = (0.1, 0.8, 0.2)
+    """Recolour: the clicked Gaussian's new RGB."""
+    steps: int = 2
+    """Gauss-Newton steps of the edit (one is exact for the default ``θ_D``)."""
+    views: int = 3
+    """Test views drawn before | after | changed pixels."""
+    out: Path | None = None
+    """Where the PNG and metrics go (default ``<run>/edit-<op>``)."""
+
+
+def splat_edit(cfg: SplatEditConfig) -> dict:
+    """Click a pixel; move, recolour or remove what the shaped decoder groups with it; before/after PNGs."""
+    click = Click.parse(cfg.click, labelled=False)
+    run = load_shaped(cfg.run)
+    field, setup, decoder, scene = run.field, run.setup, run.decoder, run.scene
+    with torch.no_grad():
+        deltas = decoder_deltas(decoder)
+    g = clicked_gaussian(field, deltas, scene.train, setup, click, run.ids, run.masks)
+    if cfg.op == "move":
+        output, target = "motion", torch.tensor(cfg.offset, dtype=torch.float32)
+    elif cfg.op == "recolor":
+        output, target = "color", torch.tensor(cfg.color, dtype=torch.float32) - (field.colors[g] + deltas[g, 3:6])
+    elif cfg.op == "remove":  # down to opacity 0.001
+        output, target = "opacity", torch.tensor([-6.9]) - (field.opacity_logits[g] + deltas[g, 6]).reshape(1)
+    else:
+        raise ValueError(f"op must be 'move', 'recolor' or 'remove', got {cfg.op!r}")
+    theta = solve_edit(decoder, g, output, target, cfg.steps)
+    with torch.no_grad():
+        edited = decoder_deltas(decoder, theta)
+    affected = (edited - deltas)[:, OUTPUTS[output]].norm(dim=-1) > 0.5 * target.norm()
+    drawn = (scene.train.subset([click.view]), _test_subset(scene, cfg.views))
+    before = torch.cat([render_set(field, deltas, views, setup) for views in drawn])
+    after = torch.cat([render_set(field, edited, views, setup) for views in drawn])
+    changed = (after - before).abs().amax(dim=-1) > 0.05
+    out = cfg.out or Path(cfg.run) / f"edit-{cfg.op}"
+    picture = save_png(out / f"{cfg.op}.png", edit_picture(before, after, changed))
+    summary = {"op": cfg.op, "click": cfg.click, "gaussian": g, "affected_gaussians": int(affected.sum()),
+               "affected_fraction": float(affected.float().mean()), "changed_pixels": float(changed.float().mean()),
+               "picture": str(picture)}
+    save_json(out / f"{cfg.op}.json", summary)
+    print(f"{cfg.op}: Gaussian {g}, {summary['affected_gaussians']} Gaussians changed by more than half the edit "
+          f"({summary['affected_fraction']:.1%}) -> {picture}")
+    return summary
