@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from priors3d import cli
 
@@ -74,3 +75,28 @@ def test_a_locked_run_is_one_line_and_exit_status_2(monkeypatch, capsys, tmp_pat
     holder.unlock()
     assert exit_info.value.code == 2
     assert "being written by pid" in capsys.readouterr().err
+
+
+def test_sigint_during_a_real_fit_saves_and_prints_one_line(tmp_path):
+    """``priors3d field fit`` in a subprocess, interrupted by a real SIGINT once training runs."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "fit"
+    command = [sys.executable, "-m", "priors3d.cli", "field", "fit", "room", "--out", str(out), "--iterations",
+               "100000", "--eval-every", "100000", "--picture-views", "0", "--threads", "1", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "config.json").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(2.0)  # a few training steps
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert "stopped by SIGINT at step" in err and "--resume" in err
+    step = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
+    assert step > 0 and json.loads((out / "config.json").read_text())["kind"] == "field fit"

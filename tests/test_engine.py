@@ -143,3 +143,25 @@ def test_truncated_checkpoint_names_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match="checkpoint.pt is not a readable checkpoint"):
         engine.start(RunConfig(out=tmp_path, resume=True), "toy")
+
+
+def test_config_from_dict_rebuilds_nested_configs_and_names_bad_keys():
+    from dataclasses import dataclass, field
+    from pathlib import Path
+
+    from priors3d.runs import config_from_dict
+
+    @dataclass
+    class Inner:
+        size: tuple[int, int] = (1, 1)
+
+    @dataclass(kw_only=True)
+    class Outer(RunConfig):
+        inner: Inner = field(default_factory=Inner)
+
+    config = Outer(out=Path("runs/x"), inner=Inner((2, 3)))
+    assert config_from_dict(Outer, {"out": "runs/x", "inner": {"size": [2, 3]}}) == config
+    with pytest.raises(ValueError, match='config.json does not fit Outer: can not match "sizes"'):
+        config_from_dict(Outer, {"out": "runs/x", "sizes": 3}, "config.json")
+    with pytest.raises(ValueError, match='wrong value type for field "seed"'):
+        config_from_dict(Outer, {"out": "runs/x", "seed": "zero"})

@@ -104,7 +104,7 @@ def test_train_writes_run_and_eval_reads_it(cache, tmp_path):
         evaluate(EvalConfig(run=out, device="cpu"))
     config["config"]["widths"] = 4  # an option this version does not know
     (out / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"config.json has options that PointCloudTrainConfig does not know: \['wid"):
+    with pytest.raises(ValueError, match=r"config.json does not fit PointCloudTrainConfig: can not match \"widths\""):
         evaluate(EvalConfig(run=out, device="cpu"))
 
 

@@ -17,11 +17,10 @@ import random
 import subprocess
 import sys
 import tempfile
-import types
-import typing
 from pathlib import Path
 from typing import Any, Callable
 
+import dacite
 import numpy as np
 import torch
 
@@ -118,38 +117,14 @@ def _json_default(obj: Any) -> Any:
 
 
 def config_from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
-    """Rebuild the dataclass ``cls`` from its JSON form (nested dataclasses, paths, tuples).
+    """Rebuild the dataclass ``cls`` from its JSON form (nested dataclasses, paths, tuples; with dacite).
 
-    Unknown keys raise a ValueError that names them and ``where`` they came from.
+    Unknown keys and values of the wrong type raise a ValueError naming them and ``where`` they came from.
     """
-    if not isinstance(values, dict):
-        raise ValueError(f"{where} must be a JSON object of {cls.__name__} options, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"{where} has options that {cls.__name__} does not know: {unknown} "
-                         f"(known: {sorted(fields)})")
-    hints = typing.get_type_hints(cls, include_extras=False)
-    return cls(**{name: _from_json(hints[name], value, f"{where}.{name}") for name, value in values.items()})
-
-
-def _from_json(hint: Any, value: Any, where: str) -> Any:
-    if value is None:
-        return None
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        return _from_json(inner[0], value, where) if len(inner) == 1 else value
-    if origin is typing.Annotated:
-        return _from_json(args[0], value, where)
-    if dataclasses.is_dataclass(hint):
-        return config_from_dict(hint, value, where)
-    if hint is Path or (isinstance(hint, type) and issubclass(hint, Path)):
-        return Path(value)
-    if origin is tuple:
-        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
-        return tuple(_from_json(h, v, where) for h, v in zip(items, value)) if items else tuple(value)
-    return value
+    try:
+        return dacite.from_dict(cls, values, config=dacite.Config(strict=True, cast=[Path, tuple]))
+    except dacite.DaciteError as error:
+        raise ValueError(f"{where} does not fit {cls.__name__}: {error}") from None
 
 
 class RunLocked(RuntimeError):
