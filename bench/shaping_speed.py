@@ -27,7 +27,7 @@ from priors3d.fields.rays import scene_aabb  # noqa: E402
 from priors3d.shaping.jacobian import loop_pixel_jacobians, pixel_jacobians  # noqa: E402
 from priors3d.shaping.losses import shaping_loss  # noqa: E402
 from priors3d.shaping.pairs import mask_pairs  # noqa: E402
-from priors3d.shaping.propagate import sampling, view_rays  # noqa: E402
+from priors3d.shaping.propagate import view_rays  # noqa: E402
 
 
 def step(model, jacobian_fn, args, ids, kwargs) -> tuple[float, torch.Tensor]:
@@ -58,7 +58,7 @@ def main() -> None:
     pix = torch.randperm(o.shape[1], generator=torch.Generator().manual_seed(0))[:args.rays]
     batch = (o[0, pix], d[0, pix], near[0, pix], far[0, pix])
     ids = scene.train.semantic[0].flatten()[pix]
-    kwargs = sampling(model, setup)
+    kwargs = setup.sampling(model)
     times = {"vmap": [], "loop": []}
     for _ in range(args.repeats):
         t_vec, j_vec = step(model, pixel_jacobians, batch, ids, kwargs)

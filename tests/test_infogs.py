@@ -12,10 +12,11 @@ from priors3d.fields.views import Views
 from priors3d.runs import RunDir
 from priors3d.shaping import infogs
 from priors3d.shaping.clicks import Click
-from priors3d.shaping.decoder import (decoder_deltas, gaussian_jacobians, loop_gaussian_jacobians, nearest_neighbours,
-                                      recall_leakage, render_decoded, solve_edit)
+from priors3d.shaping.decoder import (OUTPUTS, decoder_deltas, gaussian_jacobians, nearest_neighbours, recall_leakage,
+                                      render_decoded, solve_edit)
 from priors3d.shaping.infogs import (DecoderConfig, SplatShapeConfig, clicked_gaussian, fill_from_neighbours,
                                      label_weights, load_shaped, make_decoder, shaping_step, voted_labels)
+from priors3d.shaping.jacobian import parameter_subset
 from priors3d.shaping.losses import jacobian_cosines
 
 BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
@@ -44,6 +45,19 @@ def test_decoder_is_identity_at_initialisation():
     c2w, k = camera()
     assert torch.equal(render_decoded(field, deltas, c2w, k, 16, 16)["rgb"], field(c2w, k, 16, 16)["rgb"])
     assert gaussian_jacobians(decoder, decoder.inputs()).norm(dim=-1).min() > 0  # zero layer, non-zero Jacobians
+
+
+def loop_gaussian_jacobians(decoder, inputs, output="motion", names=None):
+    """The reference for ``gaussian_jacobians``: one ``torch.autograd.grad`` call per Gaussian and output."""
+    theta = parameter_subset(decoder, names or decoder.head_names())
+    values = decoder(inputs)[:, OUTPUTS[output]]
+    rows = []
+    for i in range(values.shape[0]):
+        per_output = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(values[i, k], list(theta.values()),
+                                                                              retain_graph=True)])
+                      for k in range(values.shape[1])]
+        rows.append(torch.cat(per_output))
+    return torch.stack(rows)
 
 
 @pytest.mark.parametrize("output", ["motion", "color", "opacity"])

@@ -6,7 +6,7 @@ import torch
 
 from priors3d.shaping.losses import info_nce, jacobian_cosines, norm_penalty, shaping_loss
 from priors3d.metrics import label_map_metrics
-from priors3d.shaping.pairs import adaptive_feature_pairs, corrupt_masks, mask_pairs, positive_ratio
+from priors3d.shaping.pairs import adaptive_feature_pairs, corrupt_masks, mask_pairs
 from priors3d.shaping.shape import ShapeConfig, jacobian_batch, jacobian_pixels
 
 
@@ -45,6 +45,12 @@ def test_mask_pairs_same_id_same_view_no_void():
     assert pairs[0, 1] and pairs[1, 0] and not pairs[0, 0]
     assert not pairs[3, 4] and not pairs[0, 5] and not pairs[0, 2]
     assert pairs.sum() == 2
+
+
+def positive_ratio(pairs):
+    """Fraction of the ``N (N - 1)`` off-diagonal pairs that are positive."""
+    n = pairs.shape[0]
+    return float(pairs.sum()) / max(n * (n - 1), 1)
 
 
 def test_adaptive_threshold_keeps_positive_ratio_in_band():

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from priors3d.fields.scenes import RoomConfig, generate_room
-from priors3d.fields.splat_fit import (SplatFitConfig, SplatSetup, densify_and_prune, evaluate_splats, fit_splats,
-                                       initial_field, load_splats)
+from priors3d.fields.fit import view_psnr
+from priors3d.fields.splat_fit import (SplatFitConfig, SplatSetup, densify_and_prune, fit_splats, initial_field,
+                                       load_splats, render_splat_views)
 from priors3d.runs import RunDir
 
 
@@ -24,12 +25,12 @@ def tiny_config(out: Path, **kwargs) -> SplatFitConfig:
 
 
 def test_fit_reduces_training_loss_and_writes_a_run(tiny_room, tmp_path):
-    cfg = tiny_config(tmp_path / "fit")
-    before = evaluate_splats(initial_field(tiny_room, cfg, torch.Generator().manual_seed(0)), tiny_room.train,
-                      SplatSetup(scene="room", tile=8))
+    cfg, views = tiny_config(tmp_path / "fit"), tiny_room.train
+    initial = initial_field(tiny_room, cfg, torch.Generator().manual_seed(0))
+    before = view_psnr(render_splat_views(initial, views, SplatSetup(scene="room", tile=8)), views)
     summary = fit_splats(tiny_room, cfg)
     field, setup = load_splats(cfg.out)
-    after = evaluate_splats(field, tiny_room.train, setup)
+    after = view_psnr(render_splat_views(field, views, setup), views)
     assert after["psnr"] > before["psnr"] + 1.0
     assert summary["step"] == 40 and len(field) == summary["gaussians"]
     assert (cfg.out / "metrics.json").exists() and list(cfg.out.glob("test_*.png"))

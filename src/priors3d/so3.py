@@ -42,8 +42,7 @@ def rotation_about(up_axis: str, angle: Tensor) -> Tensor:
 def random_rotation_about(up_axis: str, n: int, generator: torch.Generator | None = None,
                           dtype: torch.dtype = torch.float32) -> Tensor:
     """``[n, 3, 3]`` rotations about ``up_axis`` with angles uniform in ``[0, 2π)``."""
-    angle = torch.rand(n, generator=generator, dtype=dtype) * (2 * math.pi)
-    return rotation_about(up_axis, angle)
+    return rotation_about(up_axis, torch.rand(n, generator=generator, dtype=dtype) * (2 * math.pi))
 
 
 def rotations_for_protocol(protocol: str, n: int, up_axis: str = "z",

@@ -42,8 +42,7 @@ def training_curves(records: Sequence[dict[str, Any]], keys: Sequence[str], x_ke
             if points:
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker="o", markersize=3, label=key)
-        ax.set_xlabel(x_key)
-        ax.set_title(name)
+        ax.set(xlabel=x_key, title=name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
@@ -65,15 +64,13 @@ def confusion_figure(matrix: Any, class_names: Sequence[str], normalize: bool = 
     ticks = np.arange(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
     ax.set_yticks(ticks, class_names, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
     if len(class_names) <= 20:
         for i, j in np.ndindex(m.shape):
             if m[i, j] > 0:
                 ax.text(j, i, f"{m[i, j]:.2f}" if normalize else f"{int(m[i, j])}", ha="center", va="center",
                         fontsize=6, color="white" if m[i, j] > 0.5 * m.max() else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    ax.set_title(title)
     fig.tight_layout()
     return fig
 
@@ -109,12 +106,10 @@ def point_clouds(clouds: Sequence[Any], labels: Sequence[Any], titles: Sequence[
 
 def depth_image(depth: Tensor) -> np.ndarray:
     """``[H, W]`` depth -> ``[H, W, 3]`` uint8 colour picture (turbo, 2nd-98th percentile range)."""
-    from matplotlib import colormaps
-
     d = depth.numpy()
     lo, hi = np.percentile(d, [2, 98])
     scaled = np.clip((d - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    return (colormaps["turbo"](scaled)[..., :3] * 255).astype(np.uint8)
+    return (matplotlib.colormaps["turbo"](scaled)[..., :3] * 255).astype(np.uint8)
 
 
 def save_png(path: Path, image: np.ndarray) -> Path:
@@ -129,13 +124,12 @@ def save_png(path: Path, image: np.ndarray) -> Path:
 
 
 def label_pictures(path: Path, scene: Any, labels: Tensor, target_labels: Tensor, n_views: int = 3) -> Path:
-    """PNG of ``labels`` and ``target_labels [V, H, W]`` of ``scene.test`` (a ``fields.views.Scene``): one row per view (``n_views``
-    evenly spaced), ``RGB | ground truth | propagated``, void and no-response black."""
+    """PNG of ``labels`` and ``target_labels [V, H, W]`` of ``scene.test`` (a ``fields.views.Scene``): one row per
+    view (``n_views`` evenly spaced), ``RGB | ground truth | propagated``, void and no-response black."""
     colors = scene.class_colors if scene.class_colors is not None else palette(int(target_labels.max()) + 1)
-    rows = []
-    for v in np.linspace(0, len(scene.test) - 1, min(n_views, len(scene.test))).round().astype(int).tolist():
-        rgb = (scene.test.images[v].numpy() * 255 + 0.5).astype(np.uint8)
-        rows.append(np.concatenate([rgb, colorize(target_labels[v], colors), colorize(labels[v], colors)], axis=1))
+    views = np.linspace(0, len(scene.test) - 1, min(n_views, len(scene.test))).round().astype(int).tolist()
+    rgb = (scene.test.images[views].numpy() * 255 + 0.5).astype(np.uint8)
+    rows = np.concatenate([rgb, colorize(target_labels[views], colors), colorize(labels[views], colors)], axis=2)
     return save_png(path, np.kron(np.concatenate(rows, axis=0), np.ones((2, 2, 1), dtype=np.uint8)))
 
 

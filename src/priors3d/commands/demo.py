@@ -83,34 +83,27 @@ class FieldDemoConfig(CommandConfig):
 
 
 def field(config: FieldDemoConfig) -> dict:
-    """Room → NeRF fit → Jacobian shaping → one click per class propagated; mIoU before and after shaping."""
-    return demo_pipeline(config.out, quick=config.quick, progress=config.progress)
-
-
-def demo_pipeline(out_dir: str | Path = "runs/shaping-demo", quick: bool = True, progress: bool = True) -> dict:
-    """Room -> NeRF fit -> shaping -> propagation from one click per class; mIoU before and after shaping.
+    """Room → NeRF fit → Jacobian shaping → one click per class propagated; mIoU before and after shaping.
 
     ``quick`` uses small budgets (a few minutes on two CPU cores); otherwise those of ``bench/propagation.py``.
-    Writes ``fit/``, ``shape/`` and ``labels_{unshaped,shaped}.png`` under ``out_dir``.
     """
-    out_dir = Path(out_dir)
     scene = generate_room(RoomConfig(seed=0))
-    fit_nerf(scene, FitConfig(scene=Path("room"), out=out_dir / "fit", iterations=500 if quick else 1000,
-                              batch_rays=1024 if quick else 2048, eval_every=10**9, picture_views=1,
-                              overwrite=True, progress=progress))
-    model, setup = load_field(out_dir / "fit", "demo field")
+    fit_nerf(scene, FitConfig(scene=Path("room"), out=config.out / "fit", iterations=500 if config.quick else 1000,
+                              batch_rays=1024 if config.quick else 2048, eval_every=10**9, picture_views=1,
+                              overwrite=True, progress=config.progress))
+    model, setup = load_field(config.out / "fit", "demo field")
     clicks = evaluation_clicks(scene)
     n_classes = len(scene.class_names)
     result = {}
     for name in ("unshaped", "shaped"):
         if name == "shaped":
-            shape_field(model, setup, scene, ShapeConfig(run=out_dir / "fit", out=out_dir / "shape",
-                                                         iterations=300 if quick else 1000, overwrite=True,
-                                                         progress=progress, **TUNED))
+            shape_field(model, setup, scene, ShapeConfig(run=config.out / "fit", out=config.out / "shape",
+                                                         iterations=300 if config.quick else 1000, overwrite=True,
+                                                         progress=config.progress, **TUNED))
         labels = propagate_labels(model, setup, scene.train, scene.test, clicks, n_classes)["labels"]
         metrics = label_map_metrics(labels, scene.test.semantic, n_classes)
-        label_pictures(out_dir / f"labels_{name}.png", scene, labels, scene.test.semantic)
+        label_pictures(config.out / f"labels_{name}.png", scene, labels, scene.test.semantic)
         result[name] = {k: metrics[k] for k in ("miou", "accuracy", "class_accuracy")}
         print(f"{name}: mIoU {metrics['miou']:.3f}, accuracy {metrics['accuracy']:.3f}")
-    save_json(out_dir / "demo.json", result)
+    save_json(config.out / "demo.json", result)
     return result

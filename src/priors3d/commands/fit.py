@@ -7,17 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import tyro
 
 from priors3d.engine import CommandConfig
-from priors3d.fields.fit import FitConfig, fit_nerf, load_field
+from priors3d.fields.fit import FitConfig, fit_nerf, load_field, view_psnr
 from priors3d.fields.formats import open_scene, write_nerfstudio
 from priors3d.fields.render import render_nerf_views
 from priors3d.fields.scenes.generate import contact_sheet
 from priors3d.fields.scenes.room import RoomConfig, generate_room
 from priors3d.fields.splat_fit import SplatFitConfig, fit_splats
-from priors3d.metrics import psnr
 from priors3d.runs import save_json
 from priors3d.viz import depth_image, save_png
 
@@ -73,12 +71,11 @@ def render(cfg: RenderConfig) -> dict:
     views = scene.test if cfg.split == "test" else scene.train
     out = cfg.out or cfg.run / "renders" / cfg.split
     renders = render_nerf_views(model, views, setup, cfg.chunk, progress=cfg.progress)
-    per_view = {}
-    for name, gt, r in zip(views.names, views.images, renders):
+    for name, r in zip(views.names, renders):
         save_png(out / f"{name}.png", r["rgb"].clamp(0, 1).numpy())
         save_png(out / f"{name}_depth.png", depth_image(r["depth"]))
-        per_view[name] = psnr(r["rgb"], gt)
-    summary = {"split": cfg.split, "psnr": float(np.mean(list(per_view.values()))), "psnr_per_view": per_view}
+    result = view_psnr(renders, views)
+    summary = {"split": cfg.split, **result, "psnr_per_view": dict(zip(views.names, result["psnr_per_view"]))}
     save_json(out / "metrics.json", summary)
     print(f"rendered {len(views)} {cfg.split} views to {out}: PSNR {summary['psnr']:.2f} dB")
     return summary

@@ -45,11 +45,11 @@ def evaluate(config: EvalConfig) -> dict:
     """Evaluate a trained run again under a test protocol: IoU and Chamfer-L1, meshes and a PNG in
     ``<run>/eval/``, the metrics in ``<run>/eval/results.json``."""
     train_config, model = load_occupancy_run(config.run)
-    train_config = dataclasses.replace(train_config, progress=config.progress)
+    train_config = dataclasses.replace(train_config, progress=config.progress, n_meshes=config.n_meshes,
+                                       mesh_resolution=config.mesh_resolution)
     protocol = config.rotation or parse_protocol_pair(train_config.rotation)[1]
     test_set = occupancy_split(train_config, "test", config.test_per_class)
-    results = evaluate_occupancy(model, test_set, protocol, train_config.seed, config.n_meshes,
-                                 config.mesh_resolution, train_config.threshold, config.run / "eval", config.progress)
+    results = evaluate_occupancy(model, train_config, test_set, protocol, config.run / "eval")
     save_json(config.run / "eval" / "results.json", {protocol: results})
     print(f"tested {protocol}: {_line(results)}")
     return results

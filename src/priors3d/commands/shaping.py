@@ -14,6 +14,8 @@ import tyro
 from priors3d.engine import CommandConfig
 from priors3d.fields.fit import load_field
 from priors3d.fields.formats import open_scene
+from priors3d.fields.nerf import NeRF
+from priors3d.fields.render import FieldSetup
 from priors3d.fields.splat_fit import load_splats
 from priors3d.fields.views import Scene, Views
 from priors3d.metrics import label_map_metrics
@@ -92,38 +94,37 @@ def _n_classes(scene: Scene, label_source: str) -> int:
 
 
 @dataclass(kw_only=True)
-class SelectConfig(CommandConfig):
-    """Options of ``priors3d field select``."""
+class _ClickConfig(CommandConfig):
+    """Options shared by the commands that edit or select from one click."""
 
     run: tyro.conf.Positional[Path]
     """A fitted or shaped run directory."""
     click: str = "0/32/32"
     """The clicked pixel ``view/x/y`` in the training views."""
-    threshold: float = 0.9
-    """Pixels whose ``|cos|`` with the click's Jacobian reaches this are selected."""
     views: int = 3
     """How many test views to draw."""
     out: Path | None = None
-    """Where the PNG goes (default ``<run>/select``)."""
+    """Where the pictures go (default ``<run>/<command>``, ``<run>/edit-<op>`` for ``splat edit``)."""
 
 
 @dataclass(kw_only=True)
-class RecolorConfig(CommandConfig):
+class SelectConfig(_ClickConfig):
+    """Options of ``priors3d field select``."""
+
+    threshold: float = 0.9
+    """Pixels whose ``|cos|`` with the click's Jacobian reaches this are selected."""
+
+
+@dataclass(kw_only=True)
+class RecolorConfig(_ClickConfig):
     """Options of ``priors3d field recolor``."""
 
-    run: tyro.conf.Positional[Path]
-    """A fitted or shaped run directory."""
-    click: str = "0/32/32"
-    """The clicked pixel ``view/x/y`` in the training views."""
     color: tuple[float, float, float] = (0.1, 0.8, 0.2)
     """Target RGB in [0, 1] for the clicked pixel."""
     steps: int = 5
     keep: int = 512
     """Pixels of the click's view that do not resonate with it (``|cos| < 0.9``) and that the edit holds
     still (0: the plain minimum-norm step, which also moves whatever shares the click's gradient)."""
-    views: int = 3
-    out: Path | None = None
-    """Where the before/after PNGs go (default ``<run>/recolor``)."""
 
 
 def _test_subset(scene: Scene, n: int) -> Views:
@@ -131,32 +132,36 @@ def _test_subset(scene: Scene, n: int) -> Views:
     return scene.test.subset(np.linspace(0, len(scene.test) - 1, min(n, len(scene.test))).round().astype(int).tolist())
 
 
+def _clicked_field(cfg: _ClickConfig, command: str) -> tuple[Click, NeRF, FieldSetup, Scene, Views]:
+    """The click, the fitted field, its setup and scene, and the ``cfg.views`` test views to draw."""
+    click = Click.parse(cfg.click, labelled=False)
+    model, setup = load_field(cfg.run, command)
+    scene = open_scene(setup.scene)
+    return click, model, setup, scene, _test_subset(scene, cfg.views)
+
+
+def _changed(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """``[V, H, W]`` bool: pixels of ``[V, H, W, 3]`` renders whose colour moved by more than 0.05."""
+    return (after - before).abs().amax(dim=-1) > 0.05
+
+
 def select(cfg: SelectConfig) -> dict:
     """Click one pixel; write the mask of everything that resonates with it in the test views."""
-    click = Click.parse(cfg.click, labelled=False)
-    model, setup = load_field(cfg.run, "field select")
-    scene = open_scene(setup.scene)
-    targets = _test_subset(scene, cfg.views)
+    click, model, setup, scene, targets = _clicked_field(cfg, "field select")
     masks, _ = select_pixels(model, setup, scene.train, targets, click, cfg.threshold)
-    out = cfg.out or cfg.run / "select"
-    path = save_png(out / "select.png", edit_picture(targets.images, targets.images, masks))
+    path = save_png((cfg.out or cfg.run / "select") / "select.png", edit_picture(targets.images, targets.images, masks))
     print(f"selected {float(masks.float().mean()):.1%} of the pixels of {len(targets)} test views -> {path}")
     return {"fraction": float(masks.float().mean()), "picture": str(path)}
 
 
 def recolor(cfg: RecolorConfig) -> dict:
     """Click one pixel and a colour; every resonating pixel in every view recolours (before/after PNGs)."""
-    click = Click.parse(cfg.click, labelled=False)
-    model, setup = load_field(cfg.run, "field recolor")
-    scene = open_scene(setup.scene)
-    targets = _test_subset(scene, cfg.views)
+    click, model, setup, scene, targets = _clicked_field(cfg, "field recolor")
     edited = recolor_field(model, setup, scene.train, click, cfg.color, cfg.steps, keep=cfg.keep)
-    before = render_grey(model, setup, targets, rgb=True)
-    after = render_grey(edited, setup, targets, rgb=True)
+    before, after = (render_grey(field, setup, targets, rgb=True) for field in (model, edited))
     masks, _ = select_pixels(model, setup, scene.train, targets, click)
-    out = cfg.out or cfg.run / "recolor"
-    path = save_png(out / "recolor.png", edit_picture(before, after, masks))
-    changed = float(((after - before).abs().amax(-1) > 0.05).float().mean())
+    path = save_png((cfg.out or cfg.run / "recolor") / "recolor.png", edit_picture(before, after, masks))
+    changed = float(_changed(before, after).float().mean())
     print(f"recoloured: {changed:.1%} of the test pixels changed by more than 0.05 -> {path}")
     return {"changed_fraction": changed, "picture": str(path)}
 
@@ -171,13 +176,11 @@ def splat_shape(cfg: SplatShapeConfig) -> dict:
 
 
 @dataclass(kw_only=True)
-class SplatEditConfig(CommandConfig):
+class SplatEditConfig(_ClickConfig):
     """Options of ``priors3d splat edit``."""
 
     run: tyro.conf.Positional[Path]
     """A ``splat shape`` run (or a ``splat fit`` run: an unshaped decoder, for comparison)."""
-    click: str = "0/32/32"
-    """The clicked pixel ``view/x/y`` in the training views."""
     op: Literal["move", "recolor", "remove"] = "move"
     offset: tuple[float, float, float] = (0.0, 0.0, 0.3)
     """Move: the clicked Gaussian's translation in world units (metres)."""
@@ -185,36 +188,29 @@ class SplatEditConfig(CommandConfig):
     """Recolour: the clicked Gaussian's new RGB."""
     steps: int = 2
     """Gauss-Newton steps of the edit (one is exact for the default ``θ_D``)."""
-    views: int = 3
-    """Test views drawn before | after | changed pixels."""
-    out: Path | None = None
-    """Where the PNG and metrics go (default ``<run>/edit-<op>``)."""
 
 
 def splat_edit(cfg: SplatEditConfig) -> dict:
     """Click a pixel; move, recolour or remove what the shaped decoder groups with it; before/after PNGs."""
     click = Click.parse(cfg.click, labelled=False)
     run = load_shaped(cfg.run)
-    field, setup, decoder, scene = run.field, run.setup, run.decoder, run.scene
-    with torch.no_grad():
-        deltas = decoder_deltas(decoder)
-    g = clicked_gaussian(field, deltas, scene.train, setup, click, run.ids, run.masks)
+    deltas = decoder_deltas(run.decoder).detach()
+    g = clicked_gaussian(run.field, deltas, run.scene.train, run.setup, click, run.ids, run.masks)
     if cfg.op == "move":
         output, target = "motion", torch.tensor(cfg.offset, dtype=torch.float32)
     elif cfg.op == "recolor":
-        output, target = "color", torch.tensor(cfg.color, dtype=torch.float32) - (field.colors[g] + deltas[g, 3:6])
+        output, target = "color", torch.tensor(cfg.color, dtype=torch.float32) - (run.field.colors[g] + deltas[g, 3:6])
     elif cfg.op == "remove":  # down to opacity 0.001
-        output, target = "opacity", torch.tensor([-6.9]) - (field.opacity_logits[g] + deltas[g, 6]).reshape(1)
+        output, target = "opacity", torch.tensor([-6.9]) - (run.field.opacity_logits[g] + deltas[g, 6]).reshape(1)
     else:
         raise ValueError(f"op must be 'move', 'recolor' or 'remove', got {cfg.op!r}")
-    theta = solve_edit(decoder, g, output, target, cfg.steps)
-    with torch.no_grad():
-        edited = decoder_deltas(decoder, theta)
+    theta = solve_edit(run.decoder, g, output, target, cfg.steps)
+    edited = decoder_deltas(run.decoder, theta).detach()
     affected = (edited - deltas)[:, OUTPUTS[output]].norm(dim=-1) > 0.5 * target.norm()
-    drawn = (scene.train.subset([click.view]), _test_subset(scene, cfg.views))
-    before = torch.cat([render_set(field, deltas, views, setup) for views in drawn])
-    after = torch.cat([render_set(field, edited, views, setup) for views in drawn])
-    changed = (after - before).abs().amax(dim=-1) > 0.05
+    drawn = (run.scene.train.subset([click.view]), _test_subset(run.scene, cfg.views))
+    before = torch.cat([render_set(run.field, deltas, views, run.setup) for views in drawn])
+    after = torch.cat([render_set(run.field, edited, views, run.setup) for views in drawn])
+    changed = _changed(before, after)
     out = cfg.out or Path(cfg.run) / f"edit-{cfg.op}"
     picture = save_png(out / f"{cfg.op}.png", edit_picture(before, after, changed))
     summary = {"op": cfg.op, "click": cfg.click, "gaussian": g, "affected_gaussians": int(affected.sum()),

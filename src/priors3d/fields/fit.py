@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import tyro
+from torch import Tensor
 
 from priors3d import engine
 from priors3d.engine import RunConfig
@@ -22,7 +24,7 @@ from priors3d.fields.rays import ray_bounds, scene_aabb, views_rays
 from priors3d.fields.render import FieldSetup, render_nerf_views, render_rays
 from priors3d.fields.views import Scene, Views
 from priors3d.metrics import psnr
-from priors3d.runs import RunDir, config_from_dict, open_run, save_json
+from priors3d.runs import config_from_dict, open_run, save_json
 from priors3d.viz import depth_image, save_png
 
 
@@ -69,15 +71,16 @@ class _NerfTrainer:
     """One step: ``batch_rays`` random training rays, MSE, Adam; the cached density grid is refreshed
     every ``density_grid_every`` steps. ``train_time`` (seconds trained so far) drives a budgeted schedule."""
 
-    def __init__(self, model: NeRF, setup: FieldSetup, scene: Scene, cfg: FitConfig, generator: torch.Generator,
-                 train_time: float):
-        self.model, self.setup, self.cfg, self.generator, self.train_time = model, setup, cfg, generator, train_time
-        self.optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-15, fused=True)
+    def __init__(self, run: engine.Run, setup: FieldSetup, scene: Scene, cfg: FitConfig):
+        self.model = NeRF(replace(cfg.field, aabb=setup.aabb))  # drawn after the engine seeded the run
+        self.setup, self.cfg, self.generator = setup, cfg, run.generator
+        self.train_time = run.checkpoint["train_time_s"] if run.checkpoint else 0.0
+        self.optimiser = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=1e-15, fused=True)
         origins, directions = views_rays(scene.train)
         o, d = origins.reshape(-1, 3).contiguous(), directions.reshape(-1, 3).contiguous()
         near, far = ray_bounds(o, d, torch.tensor(setup.aabb).reshape(2, 3), setup.near, setup.far)
         self.rays = {"o": o, "d": d, "near": near, "far": far, "rgb": scene.train.images.reshape(-1, 3).float()}
-        self.background = None if cfg.background is None else torch.tensor(cfg.background)
+        self.sampling = setup.sampling(self.model)
 
     def step(self, step: int) -> dict[str, float]:
         start, cfg, rays = time.perf_counter(), self.cfg, self.rays
@@ -85,8 +88,7 @@ class _NerfTrainer:
             group["lr"] = learning_rate(cfg, step, self.train_time)
         index = torch.randint(rays["o"].shape[0], (cfg.batch_rays,), generator=self.generator)
         out = render_rays(self.model, rays["o"][index], rays["d"][index], rays["near"][index], rays["far"][index],
-                          cfg.n_samples, cfg.n_proposal, proposal=self.model.grid_density, generator=self.generator,
-                          background=self.background)
+                          generator=self.generator, **self.sampling)
         loss = torch.mean((out["rgb"] - rays["rgb"][index]) ** 2)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -95,6 +97,12 @@ class _NerfTrainer:
             self.model.update_density_grid(generator=self.generator)
         self.train_time += time.perf_counter() - start
         return {"loss": loss.item()}
+
+    def render(self, views: Views) -> list[dict[str, Tensor]]:
+        return render_nerf_views(self.model, views, self.setup)
+
+    def numbers(self) -> dict:
+        return {}
 
     def state_dict(self) -> dict:
         return {"field": field_state(self.model), "setup": asdict(self.setup),
@@ -106,67 +114,73 @@ class _NerfTrainer:
         self.generator.set_state(state["generator"])
 
 
-def _evaluate(model: NeRF, views: Views, setup: FieldSetup) -> dict:
-    renders = render_nerf_views(model, views, setup)
+def view_psnr(renders: list[dict[str, Tensor]], views: Views) -> dict:
+    """Mean and per-view PSNR (dB) of ``renders`` (``rgb [H, W, 3]`` each) against ``views``."""
     per_view = [psnr(r["rgb"], gt) for r, gt in zip(renders, views.images)]
     return {"psnr": float(np.mean(per_view)), "psnr_per_view": per_view}
 
 
-def save_view_grids(run: RunDir, views: Views, renders: list[dict]) -> None:
-    """``test_<view>.png``: ``truth | render | depth`` for each view of ``views`` (``renders``: ``rgb``, ``depth``)."""
-    for name, gt, r in zip(views.names, views.images, renders):
-        grid = np.concatenate([(gt.numpy() * 255 + 0.5).astype(np.uint8),
-                               (r["rgb"].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8),
-                               depth_image(r["depth"])], axis=1)
-        save_png(run.path(f"test_{name}.png"), grid)
+def run_fit(cfg: RunConfig, kind: str, scene: Scene, new_trainer: Callable[[engine.Run], Any], desc: str,
+            time_budget_s: float | None = None, rates: dict[str, int] | None = None) -> dict:
+    """Fit a field to ``scene.train`` in a ``kind`` run (``fit_nerf``, ``fit_splats``) and report it on ``scene.test``.
 
-
-def log_final(run: RunDir, done: dict, numbers: dict[str, float]) -> None:
-    """Put the final evaluation ``numbers`` into the metric row of the last step ``done["step"]`` (a new
-    row when a time budget stopped training between logged steps)."""
-    rows = run.read_metrics()
-    if not rows or rows[-1]["step"] != done["step"]:
-        rows.append({"step": done["step"], "train_time_s": done["train_time_s"]})
-    rows[-1].update(numbers)
-    run.write_metrics(rows)
+    ``new_trainer(run)`` gives the engine trainer, which also has ``render(views) -> [{rgb, depth}]`` and
+    ``numbers() -> {name: number}`` (final numbers besides the PSNR). It trains ``cfg.iterations`` steps with the
+    test PSNR every ``cfg.eval_every``; the final test PSNR and numbers go into the metric row of the last step (a
+    new row when a time budget stopped training between logged steps) and, with the steps, training time, time per
+    step and ``rates`` (``{name: count per step}``, per second), into ``metrics.json`` (the summary returned).
+    ``test_<view>.png`` grids ``truth | render | depth`` show the first ``cfg.picture_views`` test views.
+    """
+    engine.resolve_device(cfg.device)  # CPU only
+    with engine.start(cfg, kind) as run:
+        trainer = new_trainer(run)
+        done = run.train(trainer, cfg.iterations, log_every=cfg.eval_every or max(cfg.iterations, 1),
+                         eval_every=cfg.eval_every, time_budget_s=time_budget_s, desc=desc,
+                         evaluate=lambda step: {"psnr": view_psnr(trainer.render(scene.test), scene.test)["psnr"]})
+        result, numbers = view_psnr(trainer.render(scene.test), scene.test), trainer.numbers()
+        rows = run.read_metrics()
+        if not rows or rows[-1]["step"] != done["step"]:
+            rows.append({"step": done["step"], "train_time_s": done["train_time_s"]})
+        rows[-1].update(psnr=result["psnr"], **numbers)
+        run.write_metrics(rows)
+        steps = max(done["step"], 1)
+        summary = {**result, "step": done["step"], **numbers, "train_time_s": done["train_time_s"],
+                   "time_per_iter_s": done["train_time_s"] / steps,
+                   **{name: n * steps / max(done["train_time_s"], 1e-9) for name, n in (rates or {}).items()}}
+        save_json(run.path("metrics.json"), summary)
+        pictures = scene.test.subset(list(range(min(cfg.picture_views, len(scene.test)))))
+        for name, gt, r in zip(pictures.names, pictures.images, trainer.render(pictures)):
+            grid = np.concatenate([(gt.numpy() * 255 + 0.5).astype(np.uint8),
+                                   (r["rgb"].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8),
+                                   depth_image(r["depth"])], axis=1)
+            save_png(run.path(f"test_{name}.png"), grid)
+    return summary
 
 
 def fit_nerf(scene: Scene, cfg: FitConfig) -> dict:
-    """Fit a ``NeRF`` to ``scene.train``; evaluate on ``scene.test``; write the run to ``cfg.out``.
+    """Fit a ``NeRF`` to ``scene.train``; evaluate on ``scene.test``; write the run to ``cfg.out`` (``run_fit``).
 
     Returns the summary also written to ``metrics.json`` (test PSNR, steps, training time, speed).
     """
-    engine.resolve_device(cfg.device)  # CPU only
-    aabb = scene_aabb(scene)
-    setup = FieldSetup(scene=str(cfg.scene), aabb=tuple(aabb.flatten().tolist()), near=float(scene.near),
-                       far=float(scene.far), n_samples=cfg.n_samples, n_proposal=cfg.n_proposal,
-                       background=cfg.background)
-    with engine.start(cfg, "field fit") as run:
-        model = NeRF(replace(cfg.field, aabb=setup.aabb))
-        trainer = _NerfTrainer(model, setup, scene, cfg, run.generator,
-                               run.checkpoint["train_time_s"] if run.checkpoint else 0.0)
-        done = run.train(trainer, cfg.iterations, log_every=cfg.eval_every or max(cfg.iterations, 1),
-                         eval_every=cfg.eval_every, time_budget_s=cfg.time_budget_s, desc="fit",
-                         evaluate=lambda step: {"psnr": _evaluate(model, scene.test, setup)["psnr"]})
-        result = _evaluate(model, scene.test, setup)
-        log_final(run, done, {"psnr": result["psnr"]})
-        steps = max(done["step"], 1)
-        summary = {**result, **done, "time_per_iter_s": done["train_time_s"] / steps,
-                   "rays_per_s": cfg.batch_rays * steps / max(done["train_time_s"], 1e-9)}
-        save_json(run.path("metrics.json"), summary)
-        pictures = scene.test.subset(list(range(min(cfg.picture_views, len(scene.test)))))
-        save_view_grids(run, pictures, render_nerf_views(model, pictures, setup))
-    return summary
+    setup = FieldSetup(scene=str(cfg.scene), aabb=tuple(scene_aabb(scene).flatten().tolist()),
+                       near=float(scene.near), far=float(scene.far), n_samples=cfg.n_samples,
+                       n_proposal=cfg.n_proposal, background=cfg.background)
+    return run_fit(cfg, "field fit", scene, lambda run: _NerfTrainer(run, setup, scene, cfg), desc="fit",
+                   time_budget_s=cfg.time_budget_s, rates={"rays_per_s": cfg.batch_rays})
+
+
+def trained_state(run_dir: str | Path, kinds: str | tuple[str, ...], command: str) -> tuple[dict, str]:
+    """The trainer state in the checkpoint of a ``kinds`` run (``command`` names the reader in the error for a run
+    of another kind), and where its setup is read from (for error messages)."""
+    run = open_run(run_dir, kinds, command)
+    checkpoint = run.load_checkpoint()
+    if checkpoint is None:
+        raise FileNotFoundError(f"no {run.path('checkpoint.pt')}: the run stopped before its first checkpoint")
+    return checkpoint["trainer"], f"{run.path('checkpoint.pt')} setup"
 
 
 def load_field(run_dir: str | Path, command: str = "field render") -> tuple[NeRF, FieldSetup]:
     """The field of a ``field fit`` (or ``field shape``) run and how to render it (scene, box, ray bounds,
     sampling). ``command`` names the reader in the error for a run of another kind."""
-    run = open_run(run_dir, ("field fit", "field shape"), command)
-    checkpoint = run.load_checkpoint()
-    if checkpoint is None:
-        raise FileNotFoundError(f"no {run.path('checkpoint.pt')}: the run stopped before its first checkpoint")
-    state = checkpoint["trainer"]
-    model = field_from_state(state["field"])
-    model.eval()
-    return model, config_from_dict(FieldSetup, state["setup"], f"{run.path('checkpoint.pt')} setup")
+    state, where = trained_state(run_dir, ("field fit", "field shape"), command)
+    return field_from_state(state["field"]).eval(), config_from_dict(FieldSetup, state["setup"], where)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from priors3d.fields.gaussians import backproject_depth
 from priors3d.fields.views import Scene, Views
 from priors3d.runs import atomic_write, save_json
 from priors3d.viz import palette
@@ -72,14 +73,13 @@ def write_nerfstudio(scene: Scene, folder: str | Path) -> Path:
     if len(set(names)) != len(names):
         raise ValueError("view names must be unique across train and test to share one folder")
     h, w = scene.train.hw
-    frames, split_files = [], {"train": [], "test": []}
+    frames = []
     for split, views in splits.items():
         if views.hw != (h, w):
             raise ValueError(f"all views must be {h}x{w}, the {split} views are {views.hw[0]}x{views.hw[1]}")
         for i, name in enumerate(views.names):
             frame = {"file_path": f"images/{name}.png", "transform_matrix": views.c2w[i].tolist()}
-            fx, fy, cx, cy = views.intrinsics[i].tolist()
-            frame.update(fl_x=fx, fl_y=fy, cx=cx, cy=cy)
+            frame.update(zip(("fl_x", "fl_y", "cx", "cy"), views.intrinsics[i].tolist()))
             _save_png(root / frame["file_path"], (views.images[i].clamp(0, 1) * 255).round().byte().numpy())
             if views.depth is not None:
                 frame["depth_file_path"] = f"depth/{name}.png"
@@ -93,16 +93,13 @@ def write_nerfstudio(scene: Scene, folder: str | Path) -> Path:
                 array = views.features[i].numpy().astype(np.float32)
                 atomic_write(root / "features" / f"{name}.npy", lambda p, a=array: _save_npy(p, a))
             frames.append(frame)
-            split_files[split].append(frame["file_path"])
     # Shared intrinsics go to the top level, as nerfstudio writes them.
     meta = {"camera_model": "PINHOLE", "w": w, "h": h, "depth_unit_scale_factor": 1e-3}
     for key in ("fl_x", "fl_y", "cx", "cy"):
-        values = {f[key] for f in frames}
-        if len(values) == 1:
-            meta[key] = values.pop()
-            for f in frames:
-                del f[key]
-    meta.update(frames=frames, train_filenames=split_files["train"], test_filenames=split_files["test"])
+        if len({f[key] for f in frames}) == 1:
+            meta[key] = [f.pop(key) for f in frames][0]
+    meta.update(frames=frames, **{f"{split}_filenames": [f"images/{name}.png" for name in views.names]
+                                  for split, views in splits.items()})
     save_json(root / "scene.json", {
         "class_names": scene.class_names,
         "class_colors": None if scene.class_colors is None else scene.class_colors.tolist(),
@@ -133,12 +130,11 @@ def _find_image(root: Path, file_path: str, source: Path) -> Path:
                             + ", ".join(str(p) for p in candidates))
 
 
-def _rgb(array: np.ndarray, background: tuple[float, float, float], path: Path) -> np.ndarray:
-    """``[H, W, 3]`` float32 in [0, 1]; RGBA is composited over ``background``."""
-    if array.dtype == np.uint16:
-        array = array.astype(np.float32) / 65535
-    elif array.dtype == np.uint8:
-        array = array.astype(np.float32) / 255
+def _rgb(path: Path, background: tuple[float, float, float]) -> np.ndarray:
+    """The image at ``path`` as ``[H, W, 3]`` float32 in [0, 1]; RGBA is composited over ``background``."""
+    array = _read(path)
+    if array.dtype in (np.uint8, np.uint16):
+        array = array.astype(np.float32) / np.iinfo(array.dtype).max
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, -1)
     if array.ndim != 3 or array.shape[-1] not in (3, 4):
@@ -151,31 +147,11 @@ def _rgb(array: np.ndarray, background: tuple[float, float, float], path: Path) 
     return array.astype(np.float32)
 
 
-def _labels_from_disk(array: np.ndarray, path: Path) -> np.ndarray:
+def _labels_from_disk(path: Path) -> np.ndarray:
+    array = _read(path)
     if array.ndim != 2:
         raise ValueError(f"{path}: expected a single-channel label image, got shape {array.shape}")
     return array.astype(np.int64) - 1
-
-
-def _depth(path: Path, scale: float) -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path).astype(np.float32)
-    return _read(path).astype(np.float32) * scale
-
-
-def _downscale(views: dict[str, list], factor: int) -> None:
-    """Shrink every image of ``views`` by ``factor`` in place: RGB box-averaged, labels and depth sampled."""
-    if factor == 1:
-        return
-    for i, image in enumerate(views["images"]):
-        h, w = image.shape[:2]
-        if h % factor or w % factor:
-            raise ValueError(f"downscale {factor} must divide the image size {h}x{w} ({views['names'][i]})")
-        views["images"][i] = image.reshape(h // factor, factor, w // factor, factor, 3).mean((1, 3))
-        for key in ("depth", "semantic", "instance"):
-            if views[key]:
-                views[key][i] = views[key][i][factor // 2::factor, factor // 2::factor]
-        views["intrinsics"][i] = [v / factor for v in views["intrinsics"][i]]
 
 
 def _features(root: Path, names: list[str], hw: tuple[int, int]) -> Tensor | None:
@@ -202,7 +178,18 @@ def _features(root: Path, names: list[str], hw: tuple[int, int]) -> Tensor | Non
     return torch.stack(maps)
 
 
-def _to_views(raw: dict[str, list], root: Path) -> Views:
+def _to_views(raw: dict[str, list], root: Path, downscale: int) -> Views:
+    """Stack the per-frame arrays of ``raw`` (one list per ``Views`` field; empty lists: no such maps) into
+    ``Views``, every image shrunk by ``downscale``: RGB box-averaged, labels and depth sampled."""
+    for i, image in enumerate(raw["images"] if downscale > 1 else []):
+        h, w = image.shape[:2]
+        if h % downscale or w % downscale:
+            raise ValueError(f"downscale {downscale} must divide the image size {h}x{w} ({raw['names'][i]})")
+        raw["images"][i] = image.reshape(h // downscale, downscale, w // downscale, downscale, 3).mean((1, 3))
+        for key in ("depth", "semantic", "instance"):
+            if raw[key]:
+                raw[key][i] = raw[key][i][downscale // 2::downscale, downscale // 2::downscale]
+        raw["intrinsics"][i] = [v / downscale for v in raw["intrinsics"][i]]
     shapes = {image.shape for image in raw["images"]}
     if len(shapes) != 1:
         raise ValueError(f"{root}: all images must have one size, found {sorted(shapes)}")
@@ -248,30 +235,32 @@ def _intrinsics(meta: dict, frame: dict, w: int, h: int, source: Path, index: in
     return [fx, fy, cx, cy]
 
 
-def _read_frames(source: Path, meta: dict, frames: list[tuple[int, dict]], background, downscale: int) -> Views:
+def _read_frames(source: Path, meta: dict, background, downscale: int,
+                 frames: list[tuple[int, dict]] | None = None) -> Views:
+    """The views of ``frames`` (``(index, frame)`` pairs; default: all) of the transforms file ``source``."""
     root = source.parent
     raw: dict[str, list] = {k: [] for k in ("images", "c2w", "intrinsics", "names", "depth", "semantic", "instance")}
-    for index, frame in frames:
+    for index, frame in enumerate(meta.get("frames", [])) if frames is None else frames:
         if "file_path" not in frame or "transform_matrix" not in frame:
             raise ValueError(f"{source}: frame {index} needs 'file_path' and 'transform_matrix'")
         path = _find_image(root, frame["file_path"], source)
-        image = _rgb(_read(path), background, path)
-        h, w = image.shape[:2]
+        image = _rgb(path, background)
         raw["images"].append(image)
         raw["c2w"].append(_matrix(frame["transform_matrix"], source, index))
-        raw["intrinsics"].append(_intrinsics(meta, frame, w, h, source, index))
+        raw["intrinsics"].append(_intrinsics(meta, frame, image.shape[1], image.shape[0], source, index))
         raw["names"].append(path.stem)
         if "depth_file_path" in frame:
-            raw["depth"].append(_depth(root / frame["depth_file_path"], meta.get("depth_unit_scale_factor", 1e-3)))
+            depth = root / frame["depth_file_path"]
+            raw["depth"].append(np.load(depth).astype(np.float32) if depth.suffix == ".npy"
+                                else _read(depth).astype(np.float32) * meta.get("depth_unit_scale_factor", 1e-3))
         for key, out in (("semantic_class_path", "semantic"), ("semantic_instance_path", "instance")):
             if key in frame:
-                raw[out].append(_labels_from_disk(_read(root / frame[key]), root / frame[key]))
+                raw[out].append(_labels_from_disk(root / frame[key]))
     for key in ("depth", "semantic", "instance"):
         if raw[key] and len(raw[key]) != len(raw["images"]):
             raise ValueError(f"{source}: {key} is given for {len(raw[key])} of {len(raw['images'])} frames; "
                              "give it for all or none")
-    _downscale(raw, downscale)
-    return _to_views(raw, root)
+    return _to_views(raw, root, downscale)
 
 
 def _json(path: Path) -> dict:
@@ -281,40 +270,20 @@ def _json(path: Path) -> dict:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
 
 
-def _fallback_bounds(views: list[Views]) -> tuple[Tensor, float]:
-    """An aabb around the cameras, the origin and any depth points, padded; ``far`` = its diagonal."""
-    points = [torch.zeros(1, 3)]
-    for v in views:
-        points.append(v.c2w[:, :3, 3])
-        if v.depth is not None:
-            points.append(_depth_points(v))
-    cloud = torch.cat(points)
-    lo, hi = cloud.min(0).values, cloud.max(0).values
-    pad = 0.1 * (hi - lo).max().clamp_min(1.0)
-    aabb = torch.stack([lo - pad, hi + pad])
-    return aabb, float((aabb[1] - aabb[0]).norm())
-
-
-def _depth_points(views: Views, step: int = 4) -> Tensor:
-    """World points ``[N, 3]`` of every ``step``-th pixel with known depth (pixel centres, OpenGL cameras)."""
-    h, w = views.hw
-    v, u = torch.meshgrid(torch.arange(0, h, step) + 0.5, torch.arange(0, w, step) + 0.5, indexing="ij")
-    fx, fy, cx, cy = (views.intrinsics[:, i, None, None] for i in range(4))
-    z = views.depth[:, ::step, ::step]
-    cam = torch.stack([(u - cx) / fx * z, -(v - cy) / fy * z, -z], -1)
-    world = torch.einsum("vij,vhwj->vhwi", views.c2w[:, :3, :3], cam) + views.c2w[:, None, None, :3, 3]
-    return world[z > 0]
-
-
 def _scene(root: Path, train: Views, test: Views, class_names: list[str] | None = None) -> Scene:
-    """Attach ``scene.json`` metadata when present, otherwise derive names and bounds from the views."""
+    """Attach ``scene.json`` metadata when present, otherwise derive names and bounds from the views: an aabb
+    around the cameras, the origin and the points of every 4th depth pixel, padded; ``far`` = its diagonal."""
     info = _json(root / "scene.json") if (root / "scene.json").is_file() else {}
     if info.get("aabb") is not None:
         aabb, far = torch.tensor(info["aabb"], dtype=torch.float32), float(info.get("far", 10.0))
     else:
-        aabb, far = _fallback_bounds([train, test])
-    if class_names is None:
-        class_names = info.get("class_names")
+        points = [torch.zeros(1, 3)] + [v.c2w[:, :3, 3] for v in (train, test)]
+        cloud = torch.cat(points + [backproject_depth(v, 4)[0] for v in (train, test) if v.depth is not None])
+        lo, hi = cloud.min(0).values, cloud.max(0).values
+        pad = 0.1 * (hi - lo).max().clamp_min(1.0)
+        aabb = torch.stack([lo - pad, hi + pad])
+        far = float((aabb[1] - aabb[0]).norm())
+    class_names = info.get("class_names") if class_names is None else class_names
     if class_names is None:
         labels = [v.semantic for v in (train, test) if v.semantic is not None]
         n = int(max(int(s.max()) for s in labels)) + 1 if labels else 0
@@ -344,11 +313,7 @@ def load_nerfstudio(folder: str | Path, background: tuple[float, float, float] =
         if test_file is None:
             raise FileNotFoundError(f"{root}: has transforms_train.json but no transforms_test.json or "
                                     "transforms_val.json")
-        views = []
-        for path in (blender, test_file):
-            meta = _json(path)
-            views.append(_read_frames(path, meta, list(enumerate(meta.get("frames", []))), background, downscale))
-        return _scene(root, *views)
+        return _scene(root, *(_read_frames(path, _json(path), background, downscale) for path in (blender, test_file)))
     if not single.is_file():
         raise FileNotFoundError(f"{root}: expected {single.name} (nerfstudio) or {blender.name} (Blender)")
     meta = _json(single)
@@ -356,20 +321,15 @@ def load_nerfstudio(folder: str | Path, background: tuple[float, float, float] =
     if not frames:
         raise ValueError(f"{single}: no frames")
     if "train_filenames" in meta and "test_filenames" in meta:
-        norm = lambda p: str(Path(p))  # noqa: E731
-        train_set, test_set = {norm(p) for p in meta["train_filenames"]}, {norm(p) for p in meta["test_filenames"]}
-        train = [f for f in frames if norm(f[1]["file_path"]) in train_set]
-        test = [f for f in frames if norm(f[1]["file_path"]) in test_set]
+        names = [{str(Path(p)) for p in meta[f"{split}_filenames"]} for split in ("train", "test")]
+        train, test = ([f for f in frames if str(Path(f[1]["file_path"])) in n] for n in names)
     elif all("split" in f for _, f in frames):
-        train = [f for f in frames if f[1]["split"] == "train"]
-        test = [f for f in frames if f[1]["split"] != "train"]
+        train, test = [f for f in frames if f[1]["split"] == "train"], [f for f in frames if f[1]["split"] != "train"]
     else:
-        train_index, test_index = split_indices(len(frames), test_every)
-        train, test = [frames[i] for i in train_index], [frames[i] for i in test_index]
+        train, test = ([frames[i] for i in index] for index in split_indices(len(frames), test_every))
     if not train or not test:
         raise ValueError(f"{single}: the split left {len(train)} train and {len(test)} test frames")
-    return _scene(root, _read_frames(single, meta, train, background, downscale),
-                  _read_frames(single, meta, test, background, downscale))
+    return _scene(root, *(_read_frames(single, meta, background, downscale, split) for split in (train, test)))
 
 
 def load_replica(folder: str | Path, downscale: int = 1, test_every: int = 8, hfov_deg: float = 90.0) -> Scene:
@@ -398,27 +358,25 @@ def load_replica(folder: str | Path, downscale: int = 1, test_every: int = 8, hf
     if n_rgb != len(poses):
         raise ValueError(f"{traj}: {len(poses)} poses but {root / 'rgb'} holds {n_rgb} rgb_<i>.png images")
     raw: dict[str, list] = {k: [] for k in ("images", "c2w", "intrinsics", "names", "depth", "semantic", "instance")}
-    optional = {"depth": root / "depth", "semantic": root / "semantic_class", "instance": root / "semantic_instance"}
-    pattern = {"depth": "depth_{}.png", "semantic": "semantic_class_{}.png", "instance": "semantic_instance_{}.png"}
+    optional = {"depth": "depth/depth_{}.png", "semantic": "semantic_class/semantic_class_{}.png",
+                "instance": "semantic_instance/semantic_instance_{}.png"}
     for i, pose in enumerate(poses):
         path = root / "rgb" / f"rgb_{i}.png"
-        image = _rgb(_read(path), (0.0, 0.0, 0.0), path)
+        image = _rgb(path, (0.0, 0.0, 0.0))
         h, w = image.shape[:2]
         f = 0.5 * w / math.tan(math.radians(hfov_deg) / 2)
-        raw["images"].append(image)
-        raw["c2w"].append(pose)
-        raw["intrinsics"].append([f, f, w / 2, h / 2])
-        raw["names"].append(path.stem)
-        for key, sub in optional.items():
-            if sub.is_dir():
-                array = _read(sub / pattern[key].format(i))
+        for key, value in (("images", image), ("c2w", pose), ("intrinsics", [f, f, w / 2, h / 2]),
+                           ("names", path.stem)):
+            raw[key].append(value)
+        for key, pattern in optional.items():
+            if (map_path := root / pattern.format(i)).parent.is_dir():
+                array = _read(map_path)
                 if array.shape != (h, w):
-                    raise ValueError(f"{sub / pattern[key].format(i)}: expected {h}x{w} like {path}, got {array.shape}")
+                    raise ValueError(f"{map_path}: expected {h}x{w} like {path}, got {array.shape}")
                 raw[key].append(array.astype(np.float32) / 1000 if key == "depth" else array.astype(np.int64))
     class_ids = _remap(raw["semantic"])
     _remap(raw["instance"])
-    _downscale(raw, downscale)
-    views = _to_views(raw, root)
+    views = _to_views(raw, root, downscale)
     train, test = split_indices(len(views), test_every)
     names = [f"class_{c}" for c in class_ids] if raw["semantic"] else []
     return _scene(root, views.subset(train), views.subset(test), class_names=names)

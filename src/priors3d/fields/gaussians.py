@@ -12,8 +12,11 @@ import math
 import torch
 from torch import Tensor, nn
 
+from priors3d.fields.rays import pixel_centres
 from priors3d.fields.splat import render_gaussians
 from priors3d.fields.views import Views
+
+ATTRIBUTES = ("means", "log_scales", "quaternions", "opacity_logits", "colors")  # the parameters, in this order
 
 
 def quaternion_to_matrix(quaternions: Tensor) -> Tensor:
@@ -53,10 +56,7 @@ def backproject_depth(views: Views, stride: int = 1) -> tuple[Tensor, Tensor, Te
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     depth = views.depth[:, ::stride, ::stride]  # [V, h, w]
-    height, width = views.hw
-    v = torch.arange(0, height, stride, dtype=depth.dtype) + 0.5
-    u = torch.arange(0, width, stride, dtype=depth.dtype) + 0.5
-    vv, uu = torch.meshgrid(v, u, indexing="ij")  # [h, w]
+    uu, vv = pixel_centres(*views.hw, depth.dtype).reshape(*views.hw, 2)[::stride, ::stride].unbind(-1)  # [h, w]
     fx, fy, cx, cy = (views.intrinsics[:, i, None, None].to(depth.dtype) for i in range(4))  # [V, 1, 1]
     # Camera axes are OpenGL: image rows go down, camera y up, the camera looks along -z.
     local = torch.stack([(uu - cx) / fx * depth, -(vv - cy) / fy * depth, -depth], dim=-1)  # [V, h, w, 3]
@@ -86,11 +86,8 @@ class GaussianField(nn.Module):
                 raise ValueError(f"{name} must be {list(shape)} for G = {g} Gaussians, got {list(value.shape)}")
         if colors.ndim != 2 or colors.shape[0] != g:
             raise ValueError(f"colors must be [G, C] with G = {g}, got {list(colors.shape)}")
-        self.means = nn.Parameter(means.clone())
-        self.log_scales = nn.Parameter(log_scales.clone())
-        self.quaternions = nn.Parameter(quaternions.clone())
-        self.opacity_logits = nn.Parameter(opacity_logits.clone())
-        self.colors = nn.Parameter(colors.clone())
+        for name, value in zip(ATTRIBUTES, (means, log_scales, quaternions, opacity_logits, colors)):
+            setattr(self, name, nn.Parameter(value.clone()))
 
     def __len__(self) -> int:
         return self.means.shape[0]

@@ -169,9 +169,6 @@ def field_state(field: NeRF) -> dict:
 
 def field_from_state(state: dict) -> NeRF:
     """Inverse of ``field_state``."""
-    config = dict(state["config"])
-    config["aabb"] = tuple(config["aabb"])
-    config["resolutions"] = tuple(config["resolutions"])
-    field = NeRF(NeRFConfig(**config))
+    field = NeRF(NeRFConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()}))
     field.load_state_dict(state["state_dict"])
     return field

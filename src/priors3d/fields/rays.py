@@ -21,6 +21,15 @@ def _check_cameras(c2w: Tensor, intrinsics: Tensor) -> None:
                          f"got {list(intrinsics.shape)}")
 
 
+def pixel_centres(height: int, width: int, dtype: torch.dtype = torch.float32,
+                  device: torch.device | str | None = None) -> Tensor:
+    """Continuous coordinates ``[H * W, 2]`` ``(u + 0.5, v + 0.5)`` of every pixel, row-major."""
+    v = torch.arange(height, dtype=dtype, device=device) + 0.5
+    u = torch.arange(width, dtype=dtype, device=device) + 0.5
+    vv, uu = torch.meshgrid(v, u, indexing="ij")
+    return torch.stack([uu, vv], dim=-1).reshape(-1, 2)
+
+
 def camera_rays(c2w: Tensor, intrinsics: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
     """Rays through every pixel centre.
 
@@ -33,11 +42,8 @@ def camera_rays(c2w: Tensor, intrinsics: Tensor, height: int, width: int) -> tup
         origins ``[V, H, W, 3]`` and unit directions ``[V, H, W, 3]`` in world space.
     """
     _check_cameras(c2w, intrinsics)
-    dtype, device = c2w.dtype, c2w.device
-    v = torch.arange(height, dtype=dtype, device=device) + 0.5
-    u = torch.arange(width, dtype=dtype, device=device) + 0.5
-    vv, uu = torch.meshgrid(v, u, indexing="ij")  # [H, W]
-    fx, fy, cx, cy = (intrinsics[:, i, None, None].to(dtype) for i in range(4))  # [V, 1, 1]
+    uu, vv = pixel_centres(height, width, c2w.dtype, c2w.device).reshape(height, width, 2).unbind(-1)  # [H, W]
+    fx, fy, cx, cy = (intrinsics[:, i, None, None].to(c2w.dtype) for i in range(4))  # [V, 1, 1]
     # Image rows go down, camera y goes up; the camera looks along -z.
     dirs_cam = torch.stack([(uu - cx) / fx, -(vv - cy) / fy, -torch.ones_like(uu - cx)], dim=-1)
     dirs = torch.einsum("vhwj,vij->vhwi", dirs_cam, c2w[:, :3, :3])

@@ -218,6 +218,13 @@ class FieldSetup:
     n_proposal: int
     background: tuple[float, float, float] | None = None
 
+    def sampling(self, model: nn.Module) -> dict:
+        """Keyword arguments of ``render_rays`` that render ``model`` as it was fitted: the sample counts, the
+        cached density grid as proposal (only when ``n_proposal > 0``) and the background as a tensor."""
+        return {"n_samples": self.n_samples, "n_proposal": self.n_proposal,
+                "proposal": model.grid_density if self.n_proposal > 0 else None,
+                "background": None if self.background is None else torch.tensor(self.background)}
+
 
 @torch.no_grad()
 def render_nerf_views(model: nn.Module, views: Views, setup: FieldSetup, chunk: int = 8192,
@@ -225,17 +232,13 @@ def render_nerf_views(model: nn.Module, views: Views, setup: FieldSetup, chunk: 
     """Render every view of ``views`` (with ``params`` swapped in, see ``render_rays``): one dict per view
     with ``rgb [H, W, 3]``, ``depth [H, W]``, ``acc [H, W]``."""
     origins, directions = views_rays(views)
-    aabb = torch.tensor(setup.aabb).reshape(2, 3)
-    background = None if setup.background is None else torch.tensor(setup.background)
+    aabb, sampling, (h, w) = torch.tensor(setup.aabb).reshape(2, 3), setup.sampling(model), views.hw
     out = []
     for v in tqdm(range(len(views)), desc="render", disable=not progress, leave=False):
         o, d = origins[v].reshape(-1, 3), directions[v].reshape(-1, 3)
         near, far = ray_bounds(o, d, aabb, setup.near, setup.far)
         parts = [render_rays(model, o[i:i + chunk], d[i:i + chunk], near[i:i + chunk], far[i:i + chunk],
-                             setup.n_samples, setup.n_proposal, background=background, params=params,
-                             proposal=model.grid_density if setup.n_proposal > 0 else None)
-                 for i in range(0, o.shape[0], chunk)]
-        h, w = views.hw
+                             params=params, **sampling) for i in range(0, o.shape[0], chunk)]
         out.append({key: torch.cat([p[key] for p in parts]).reshape(h, w, *parts[0][key].shape[1:])
                     for key in ("rgb", "depth", "acc")})
     return out

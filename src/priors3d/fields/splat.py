@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from priors3d.fields.rays import pixel_centres
+
 LOWPASS = 0.3  # px², added to the 2D covariance (3DGS's anti-aliasing dilation)
 MAX_ALPHA = 0.99
 CHUNK_ELEMENTS = 1 << 22  # pixel x Gaussian pairs per chunk when no chunk size is given
@@ -87,15 +89,6 @@ def inverse_2x2(cov2d: Tensor) -> Tensor:
     a, b, c = cov2d[..., 0, 0], cov2d[..., 0, 1], cov2d[..., 1, 1]
     det = a * c - b * b
     return torch.stack([torch.stack([c, -b], -1), torch.stack([-b, a], -1)], -2) / det[..., None, None]
-
-
-def pixel_centres(height: int, width: int, dtype: torch.dtype = torch.float32,
-                  device: torch.device | str | None = None) -> Tensor:
-    """Continuous coordinates ``[H * W, 2]`` ``(u + 0.5, v + 0.5)`` of every pixel, row-major."""
-    v = torch.arange(height, dtype=dtype, device=device) + 0.5
-    u = torch.arange(width, dtype=dtype, device=device) + 0.5
-    vv, uu = torch.meshgrid(v, u, indexing="ij")
-    return torch.stack([uu, vv], dim=-1).reshape(-1, 2)
 
 
 def gaussian_alphas(pixels: Tensor, uv: Tensor, conics: Tensor, opacities: Tensor) -> Tensor:
@@ -192,11 +185,8 @@ def rasterize(uv: Tensor, depth: Tensor, cov2d: Tensor, opacities: Tensor, color
     rgb, acc_depth = blended[:, :-1], blended[:, -1]
     if background is not None:
         rgb = rgb + (1.0 - alpha)[:, None] * background.to(rgb.dtype)
-    out = {
-        "rgb": rgb.reshape(height, width, -1),
-        "alpha": alpha.reshape(height, width),
-        "depth": (acc_depth / alpha.clamp_min(1e-6)).reshape(height, width),
-    }
+    out = {"rgb": rgb.reshape(height, width, -1), "alpha": alpha.reshape(height, width),
+           "depth": (acc_depth / alpha.clamp_min(1e-6)).reshape(height, width)}
     if return_index:
         out["index"] = torch.cat(indices).reshape(height, width)
     return out

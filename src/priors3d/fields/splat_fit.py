@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import tyro
 from torch import Tensor
@@ -28,14 +27,11 @@ from tqdm import tqdm
 
 from priors3d import engine
 from priors3d.engine import RunConfig
-from priors3d.fields.fit import log_final, save_view_grids
-from priors3d.fields.gaussians import GaussianField, quaternion_to_matrix
+from priors3d.fields.fit import run_fit, trained_state
+from priors3d.fields.gaussians import ATTRIBUTES, GaussianField, quaternion_to_matrix
 from priors3d.fields.rays import scene_aabb
 from priors3d.fields.views import Scene, Views
-from priors3d.metrics import psnr
-from priors3d.runs import config_from_dict, open_run, save_json
-
-ATTRIBUTES = ("means", "log_scales", "quaternions", "opacity_logits", "colors")
+from priors3d.runs import config_from_dict
 
 
 @dataclass
@@ -126,9 +122,8 @@ def initial_field(scene: Scene, cfg: SplatFitConfig, generator: torch.Generator)
 
 def make_optimiser(field: GaussianField, cfg: SplatFitConfig) -> torch.optim.Adam:
     """Adam with one parameter group (and learning rate) per attribute, named like the attribute."""
-    rates = {"means": cfg.lr_means, "log_scales": cfg.lr_scales, "quaternions": cfg.lr_quaternions,
-             "opacity_logits": cfg.lr_opacity, "colors": cfg.lr_colors}
-    groups = [{"params": [getattr(field, name)], "lr": rates[name], "name": name} for name in ATTRIBUTES]
+    rates = (cfg.lr_means, cfg.lr_scales, cfg.lr_quaternions, cfg.lr_opacity, cfg.lr_colors)
+    groups = [{"params": [getattr(field, name)], "lr": lr, "name": name} for name, lr in zip(ATTRIBUTES, rates)]
     return torch.optim.Adam(groups, eps=1e-15)
 
 
@@ -203,19 +198,13 @@ def render_splat_views(field: GaussianField, views: Views, setup: SplatSetup, pr
             for v in tqdm(range(len(views)), desc="render", disable=not progress, leave=False)]
 
 
-def evaluate_splats(field: GaussianField, views: Views, setup: SplatSetup) -> dict:
-    """Mean and per-view PSNR (dB) of ``field`` against ``views``."""
-    per_view = [psnr(r["rgb"].clamp(0, 1), gt) for r, gt in zip(render_splat_views(field, views, setup), views.images)]
-    return {"psnr": float(np.mean(per_view)), "psnr_per_view": per_view}
-
-
 class _SplatTrainer:
     """One step: one random training view, photometric loss, Adam; densification every ``densify_every``
     steps from the mean view-space position gradients accumulated since the last one."""
 
-    def __init__(self, field: GaussianField, setup: SplatSetup, scene: Scene, cfg: SplatFitConfig,
-                 generator: torch.Generator):
-        self.setup, self.views, self.cfg, self.generator = setup, scene.train, cfg, generator
+    def __init__(self, run: engine.Run, setup: SplatSetup, scene: Scene, cfg: SplatFitConfig):
+        field = initial_field(scene, cfg, run.generator)
+        self.setup, self.views, self.cfg, self.generator = setup, scene.train, cfg, run.generator
         self.images = scene.train.images.float()
         self.extent = float((scene_aabb(scene)[1] - scene_aabb(scene)[0]).norm())
         self._use(field, make_optimiser(field, cfg))
@@ -250,6 +239,12 @@ class _SplatTrainer:
                 self._use(field, self.optimiser)
         return {"loss": loss.item(), "gaussians": len(self.field)}
 
+    def render(self, views: Views) -> list[dict[str, Tensor]]:
+        return [{**r, "rgb": r["rgb"].clamp(0, 1)} for r in render_splat_views(self.field, views, self.setup)]
+
+    def numbers(self) -> dict:
+        return {"gaussians": len(self.field)}
+
     def state_dict(self) -> dict:
         return {"gaussians": gaussian_state(self.field), "setup": asdict(self.setup),
                 "optimiser": self.optimiser.state_dict(), "generator": self.generator.get_state(),
@@ -264,37 +259,18 @@ class _SplatTrainer:
 
 
 def fit_splats(scene: Scene, cfg: SplatFitConfig) -> dict:
-    """Fit Gaussians to ``scene.train``; evaluate on ``scene.test``; write the run to ``cfg.out``.
+    """Fit Gaussians to ``scene.train``; evaluate on ``scene.test``; write the run to ``cfg.out`` (``run_fit``).
 
     Returns the summary also written to ``metrics.json`` (test PSNR, Gaussians, steps, training time).
     """
     if cfg.iterations < 0 or cfg.densify_every < 1:
         raise ValueError(f"need iterations >= 0 and densify_every >= 1, got {cfg.iterations}, {cfg.densify_every}")
-    engine.resolve_device(cfg.device)  # CPU only
     setup = SplatSetup(scene=str(cfg.scene), background=cfg.background, cull_sigma=cfg.cull_sigma, tile=cfg.tile)
-    with engine.start(cfg, "splat fit") as run:
-        trainer = _SplatTrainer(initial_field(scene, cfg, run.generator), setup, scene, cfg, run.generator)
-        done = run.train(trainer, cfg.iterations, log_every=cfg.eval_every or max(cfg.iterations, 1),
-                         eval_every=cfg.eval_every, desc="splat fit",
-                         evaluate=lambda step: {"psnr": evaluate_splats(trainer.field, scene.test, setup)["psnr"]})
-        field = trainer.field
-        result = evaluate_splats(field, scene.test, setup)
-        log_final(run, done, {"psnr": result["psnr"], "gaussians": len(field)})
-        summary = {**result, "step": done["step"], "gaussians": len(field), "train_time_s": done["train_time_s"],
-                   "time_per_iter_s": done["train_time_s"] / max(done["step"], 1)}
-        save_json(run.path("metrics.json"), summary)
-        pictures = scene.test.subset(list(range(min(cfg.picture_views, len(scene.test)))))
-        save_view_grids(run, pictures, render_splat_views(field, pictures, setup))
-    return summary
+    return run_fit(cfg, "splat fit", scene, lambda run: _SplatTrainer(run, setup, scene, cfg), desc="splat fit")
 
 
 def load_splats(run_dir: str | Path, command: str = "splat shape") -> tuple[GaussianField, SplatSetup]:
     """The fitted Gaussians of a ``splat fit`` run and how to render them. ``command`` names the reader in
     the error for a run of another kind."""
-    run = open_run(run_dir, "splat fit", command)
-    checkpoint = run.load_checkpoint()
-    if checkpoint is None:
-        raise FileNotFoundError(f"no {run.path('checkpoint.pt')}: the run stopped before its first checkpoint")
-    state = checkpoint["trainer"]
-    return gaussians_from_state(state["gaussians"]), config_from_dict(SplatSetup, state["setup"],
-                                                                      f"{run.path('checkpoint.pt')} setup")
+    state, where = trained_state(run_dir, "splat fit", command)
+    return gaussians_from_state(state["gaussians"]), config_from_dict(SplatSetup, state["setup"], where)

@@ -63,12 +63,9 @@ class Views:
     def subset(self, index: list[int] | Tensor) -> "Views":
         """The views at ``index`` (a list of view indices), every field sliced alike."""
         index = torch.as_tensor(index, dtype=torch.long)
-        sliced = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name, value in sliced.items():
-            if isinstance(value, Tensor):
-                sliced[name] = value[index]
-        sliced["names"] = [self.names[i] for i in index.tolist()]
-        return replace(self, **sliced)
+        tensors = {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
+        return replace(self, names=[self.names[i] for i in index.tolist()],
+                       **{name: value[index] for name, value in tensors.items()})
 
 
 @dataclass

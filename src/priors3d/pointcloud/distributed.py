@@ -17,7 +17,6 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import Sampler
 
 from priors3d.engine import resolve_device
 
@@ -75,11 +74,6 @@ def wrap(model: nn.Module, context: DistContext) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def all_reduce_sum(x: Tensor, context: DistContext) -> Tensor:
     """Sum of ``x`` over ranks (a new tensor; ``x`` itself for a single process)."""
     if not context.enabled:
@@ -91,14 +85,15 @@ def all_reduce_sum(x: Tensor, context: DistContext) -> Tensor:
 
 
 def average_buffers(model: nn.Module, context: DistContext) -> None:
-    """Replace floating-point buffers (batch-norm running statistics) by their mean over ranks.
+    """Replace floating-point buffers (batch-norm running statistics) of ``model`` (or of the model inside its
+    DistributedDataParallel wrapper: the same tensors) by their mean over ranks.
 
     DistributedDataParallel keeps parameters identical but lets every rank update its own running
     statistics; averaging them after an epoch gives every rank the same evaluation model.
     """
     if not context.enabled:
         return
-    for buffer in unwrap(model).buffers():
+    for buffer in model.buffers():
         if buffer.is_floating_point():
             buffer.copy_(all_reduce_sum(buffer, context) / context.world_size)
 
@@ -106,20 +101,3 @@ def average_buffers(model: nn.Module, context: DistContext) -> None:
 def barrier(context: DistContext) -> None:
     if context.enabled:
         dist.barrier()
-
-
-class ShardSampler(Sampler[int]):
-    """Every ``world_size``-th index starting at ``rank``, in order, without padding.
-
-    For evaluation: shards differ in length by at most one, and every item is seen exactly once,
-    so summed metrics equal those of a single process.
-    """
-
-    def __init__(self, length: int, rank: int, world_size: int):
-        self.length, self.rank, self.world_size = length, rank, world_size
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.length, self.world_size))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.world_size))

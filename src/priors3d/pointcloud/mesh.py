@@ -26,8 +26,7 @@ def grid_points(resolution: int, bound: float = 1.05) -> Tensor:
     """``[R³, 3]`` float32 centres of a ``R × R × R`` grid spanning ``[-bound, bound]³`` (x slowest)."""
     if resolution < 2:
         raise ValueError(f"grid resolution must be >= 2, got {resolution}")
-    axis = torch.linspace(-bound, bound, resolution)
-    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    return torch.cartesian_prod(*[torch.linspace(-bound, bound, resolution)] * 3)
 
 
 def marching_cubes(values: np.ndarray, level: float, bound: float = 1.05) -> tuple[np.ndarray, np.ndarray]:

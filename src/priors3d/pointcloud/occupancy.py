@@ -34,8 +34,7 @@ OCCUPANCY_VERSION = 1
 
 def uniform_box(n: int, rng: np.random.Generator, padding: float = 0.05) -> np.ndarray:
     """``[n, 3]`` points uniform in the cube ``[-1 - padding, 1 + padding]³``."""
-    half = 1.0 + padding
-    return rng.uniform(-half, half, size=(n, 3))
+    return rng.uniform(-1.0 - padding, 1.0 + padding, size=(n, 3))
 
 
 def sample_queries(shape: Shape, surface: np.ndarray, n: int, rng: np.random.Generator,
@@ -101,8 +100,6 @@ class OccupancyShapes(Dataset):
                  n_queries: int = 512, n_stored: int = 2048, n_iou: int | None = None, n_surface: int = 2048,
                  near_fraction: float = 0.5, sigma: float = 0.02, padding: float = 0.05, seed: int = 0,
                  progress: bool = True):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
         if not 0 < n_queries <= n_stored:
             raise ValueError(f"n_queries must be in [1, n_stored={n_stored}], got {n_queries}")
         if n_inputs <= 0 or noise < 0:

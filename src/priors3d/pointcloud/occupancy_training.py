@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ from priors3d.engine import RunConfig
 from priors3d.pointcloud.mesh import chamfer_l1, reconstruct, render_meshes, sample_mesh, save_mesh
 from priors3d.pointcloud.models.occnet import OccupancyNetwork, build_occnet
 from priors3d.pointcloud.occupancy import OccupancyShapes, volumetric_iou
-from priors3d.pointcloud.train import load_weights
-from priors3d.runs import config_from_dict, open_run, save_json
+from priors3d.pointcloud.train import ModelTrainer, load_weights, open_trained
+from priors3d.runs import save_json
 from priors3d.so3 import evaluation_rotations, parse_protocol_pair, rotate, rotations_for_protocol
 
 KIND = "occupancy train"
@@ -89,13 +89,12 @@ def occupancy_split(config: OccupancyTrainConfig, split: str, per_class: int | N
                            seed=config.seed, progress=config.progress)
 
 
-def rotate_batch(batch: dict[str, torch.Tensor], rotation: torch.Tensor,
-                 keys: tuple[str, ...] = ("inputs", "points", "iou_points")) -> dict[str, torch.Tensor]:
-    """The batch with the point sets under ``keys`` rotated by ``rotation [B, 3, 3]`` (``points @ R``)."""
-    return {k: rotate(v, rotation) if k in keys else v for k, v in batch.items()}
+def rotate_batch(batch: dict[str, torch.Tensor], rotation: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The batch with its point sets (inputs, points, iou_points) rotated by ``rotation [B, 3, 3]`` (``points @ R``)."""
+    return {k: rotate(v, rotation) if k in ("inputs", "points", "iou_points") else v for k, v in batch.items()}
 
 
-class OccupancyTrainer:
+class OccupancyTrainer(ModelTrainer):
     """One engine step = one epoch of binary cross-entropy on the occupancy logits, shuffled and rotated by a
     generator of ``(seed, epoch)``."""
 
@@ -125,55 +124,51 @@ class OccupancyTrainer:
             total, count = total + loss.item() * len(batch["inputs"]), count + len(batch["inputs"])
         return {"loss": total / max(count, 1)}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_weights(self.model, state["model"], self.checkpoint)
-        self.optimizer.load_state_dict(state["optimizer"])
-
 
 @torch.no_grad()
-def evaluate_iou(model: OccupancyNetwork, dataset: OccupancyShapes, protocol: str, seed: int, batch_size: int = 16,
-                 threshold: float = 0.2, progress: bool = True) -> dict:
-    """Mean volumetric IoU over ``dataset`` (and per category) with cloud and IoU points rotated."""
+def evaluate_occupancy(model: OccupancyNetwork, config: OccupancyTrainConfig, dataset: OccupancyShapes, protocol: str,
+                       out: Path | None = None) -> dict:
+    """IoU and mesh metrics under the test ``protocol``: ``{iou, iou_per_category, chamfer_l1, empty_meshes}``.
+
+    Mean volumetric IoU (at ``config.threshold``) over ``dataset`` (and per category) with cloud and IoU points
+    rotated, then :func:`evaluate_meshes`; with ``out``, the meshes go to ``out/meshes/<protocol>/`` and
+    ``out/meshes/<protocol>.png``.
+    """
     model.eval()
-    rotations = evaluation_rotations(protocol, len(dataset), seed)
+    rotations = evaluation_rotations(protocol, len(dataset), config.seed)
     ious, labels = [], []
-    for batch in tqdm(DataLoader(dataset, batch_size=batch_size), desc=f"IoU {protocol}",
-                      disable=not progress, leave=False):
+    for batch in tqdm(DataLoader(dataset, batch_size=16), desc=f"IoU {protocol}",
+                      disable=not config.progress, leave=False):
         batch = rotate_batch(batch, rotations[batch["index"]])
-        ious.append(volumetric_iou(model(batch["inputs"], batch["iou_points"]), batch["iou_occ"], threshold))
+        ious.append(volumetric_iou(model(batch["inputs"], batch["iou_points"]), batch["iou_occ"], config.threshold))
         labels.append(batch["label"])
     ious, labels = torch.cat(ious), torch.cat(labels)
-    return {"iou": ious.mean().item(),
-            "iou_per_category": {name: ious[labels == c].mean().item()
-                                 for c, name in enumerate(dataset.class_names) if (labels == c).any()}}
-
-
-def mesh_indices(dataset: OccupancyShapes, n: int) -> list[int]:
-    """``n`` item indices, one per category first, then the next shape of each category."""
-    per_class, classes = dataset.surfaces.per_class, len(dataset.class_names)
-    return [(j % classes) * per_class + j // classes for j in range(min(n, len(dataset)))]
+    results = {"iou": ious.mean().item(),
+               "iou_per_category": {name: ious[labels == c].mean().item()
+                                    for c, name in enumerate(dataset.class_names) if (labels == c).any()}}
+    meshes = None if out is None else out / "meshes" / protocol
+    return results | evaluate_meshes(model, config, dataset, protocol, rotations, meshes)
 
 
 @torch.no_grad()
-def evaluate_meshes(model: OccupancyNetwork, dataset: OccupancyShapes, protocol: str, seed: int,
-                    indices: list[int], resolution: int = 40, threshold: float = 0.2,
-                    out: Path | None = None, progress: bool = True) -> dict:
-    """Chamfer-L1 between marching-cubes meshes and the clean surface, in the rotated frame.
+def evaluate_meshes(model: OccupancyNetwork, config: OccupancyTrainConfig, dataset: OccupancyShapes, protocol: str,
+                    rotations: torch.Tensor, out: Path | None = None) -> dict:
+    """Chamfer-L1 between marching-cubes meshes (``config.mesh_resolution``) of ``config.n_meshes`` test shapes,
+    one per category first, and their clean surfaces, in the frame of their test ``rotations [M, 3, 3]``
+    (``protocol`` names them).
 
     With ``out``, writes ``out/<category>_<index>.ply`` and ``out.png`` (meshes and input clouds).
     Shapes whose mesh is empty are counted in ``empty_meshes`` and left out of the mean.
     """
-    model.eval()
-    rotations = evaluation_rotations(protocol, len(dataset), seed)
+    per_class, classes = dataset.surfaces.per_class, len(dataset.class_names)
+    indices = [(j % classes) * per_class + j // classes for j in range(min(config.n_meshes, len(dataset)))]
     distances, panels = [], []
-    for i in tqdm(indices, desc=f"meshes {protocol}", disable=not progress, leave=False):
+    for i in tqdm(indices, desc=f"meshes {protocol}", disable=not config.progress, leave=False):
         item, rotation = dataset[i], rotations[i]
         inputs = item["inputs"] @ rotation
         code = model.encode(inputs[None])
-        vertices, faces = reconstruct(lambda p: model.decode(p[None], code)[0], resolution, threshold=threshold)
+        vertices, faces = reconstruct(lambda p: model.decode(p[None], code)[0], config.mesh_resolution,
+                                      threshold=config.threshold)
         name = f"{dataset.class_names[int(item['label'])]}_{i}"
         if len(faces):
             predicted = sample_mesh(vertices, faces, 2048, np.random.default_rng(i))
@@ -187,19 +182,10 @@ def evaluate_meshes(model: OccupancyNetwork, dataset: OccupancyShapes, protocol:
             "empty_meshes": len(indices) - len(distances)}
 
 
-def evaluate_occupancy(model: OccupancyNetwork, dataset: OccupancyShapes, protocol: str, seed: int, n_meshes: int,
-                       resolution: int, threshold: float, out: Path | None, progress: bool) -> dict:
-    """IoU and mesh metrics under the test ``protocol``: ``{iou, iou_per_category, chamfer_l1, empty_meshes}``;
-    with ``out``, the meshes go to ``out/meshes/<protocol>/`` and ``out/meshes/<protocol>.png``."""
-    results = evaluate_iou(model, dataset, protocol, seed, threshold=threshold, progress=progress)
-    return results | evaluate_meshes(model, dataset, protocol, seed, mesh_indices(dataset, n_meshes), resolution,
-                                     threshold, None if out is None else out / "meshes" / protocol, progress)
-
-
 def train_occupancy(config: OccupancyTrainConfig) -> tuple[OccupancyNetwork, dict]:
     """Train an occupancy network on the procedural shapes, then evaluate it under the test protocol (IoU,
     Chamfer-L1, meshes); returns the model and the summary written to ``results.json``."""
-    train_protocol, test_protocol = parse_protocol_pair(config.rotation)
+    test_protocol = parse_protocol_pair(config.rotation)[1]
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {config.epochs} and {config.batch_size}")
     engine.resolve_device(config.device)  # cpu only
@@ -208,8 +194,7 @@ def train_occupancy(config: OccupancyTrainConfig) -> tuple[OccupancyNetwork, dic
         train_set, test_set = occupancy_split(config, "train"), occupancy_split(config, "test")
         trainer = OccupancyTrainer(config, model, train_set, run.path("checkpoint.pt"))
         done = run.train(trainer, config.epochs, desc=f"{config.model} {config.rotation}")
-        results = evaluate_occupancy(model, test_set, test_protocol, config.seed, config.n_meshes,
-                                     config.mesh_resolution, config.threshold, run.root, config.progress)
+        results = evaluate_occupancy(model, config, test_set, test_protocol, run.root)
         summary = {"model": config.model, "rotation": config.rotation, "epochs": config.epochs,
                    "train_time_s": done["train_time_s"], "parameters": sum(p.numel() for p in model.parameters()),
                    "test": results}
@@ -219,14 +204,8 @@ def train_occupancy(config: OccupancyTrainConfig) -> tuple[OccupancyNetwork, dic
 
 def load_occupancy_run(run_dir: Path) -> tuple[OccupancyTrainConfig, OccupancyNetwork]:
     """The config and trained model (eval mode) of a run directory."""
-    run = open_run(run_dir, KIND, "priors3d occupancy eval")
-    config = config_from_dict(OccupancyTrainConfig, run.read_config()["config"], str(run.path("config.json")))
-    checkpoint = run.load_checkpoint()
-    if checkpoint is None:
-        raise FileNotFoundError(f"{run.path('checkpoint.pt')} not found: the run has not finished an epoch")
-    model = occupancy_model(config)
-    load_weights(model, checkpoint["trainer"]["model"], run.path("checkpoint.pt"))
-    return config, model.eval()
+    config, weights, path = open_trained(run_dir, OccupancyTrainConfig, KIND, "priors3d occupancy eval")
+    return config, load_weights(occupancy_model(config), weights, path).eval()
 
 
 def run_occupancy_protocols(train: OccupancyTrainConfig, models: tuple[str, ...], protocols: tuple[str, ...],
@@ -244,9 +223,8 @@ def run_occupancy_protocols(train: OccupancyTrainConfig, models: tuple[str, ...]
             model, summary = train_occupancy(config)
             test_set = occupancy_split(config, "test")
             for test in tests:
-                results = summary["test"] if test == tests[0] else evaluate_occupancy(
-                    model, test_set, test, config.seed, config.n_meshes, config.mesh_resolution, config.threshold,
-                    config.out, config.progress)
+                results = summary["test"] if test == tests[0] else evaluate_occupancy(model, config, test_set, test,
+                                                                                      config.out)
                 table[f"{model_name} {train_protocol}/{test}"] = {
                     "iou": results["iou"], "chamfer_l1": results["chamfer_l1"],
                     "train_time_s": summary["train_time_s"], "parameters": summary["parameters"]}

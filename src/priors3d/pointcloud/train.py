@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from priors3d import engine, viz
@@ -117,44 +117,25 @@ def resolve(config: PointCloudTrainConfig) -> PointCloudTrainConfig:
     """Apply ``paper`` and check the options; returns the config a run records."""
     if config.paper:
         config = dataclasses.replace(config, paper=False, **PAPER)
-    parse_protocol_pair(config.rotation)
-    if config.frame is None:
-        config = dataclasses.replace(config, frame=DEFAULT_FRAME[config.task])
-    if config.lr is None:
-        config = dataclasses.replace(config, lr=DEFAULT_LR[config.optimizer])
+    train, test = parse_protocol_pair(config.rotation)
     for name in ("n_points", "batch_size", "epochs", "eval_every", "width_divisor"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
-    if config.out is None:
-        train, test = parse_protocol_pair(config.rotation)
-        config = dataclasses.replace(config, out=Path("runs/pointcloud") / f"{config.model}-{config.task}-{train}-{test}")
-    return config
+    return dataclasses.replace(
+        config, frame=config.frame or DEFAULT_FRAME[config.task],
+        lr=DEFAULT_LR[config.optimizer] if config.lr is None else config.lr,
+        out=config.out or Path("runs/pointcloud") / f"{config.model}-{config.task}-{train}-{test}")
 
 
 # --- data ---------------------------------------------------------------------------------------
 
-class Indexed(Dataset):
-    """Adds ``index`` to each item of a dict data set (to look up per-item test rotations)."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return dict(self.dataset[index], index=torch.tensor(index))
-
-
 def load_split(config: PointCloudTrainConfig, split: str):
     """The train or test split named by ``config``."""
-    extra = {}
-    if config.dataset == "synthetic":
-        per_class = config.per_class if split == "train" else config.test_per_class
-        extra = dict(per_class=per_class, progress=config.progress)
-    sample = "random" if split == "train" and config.dataset != "synthetic" else "first"
-    return make_dataset(config.dataset, config.root, split, config.n_points, config.task, sample=sample,
-                        seed=config.seed, **extra)
+    synthetic = config.dataset == "synthetic"
+    per_class = config.per_class if split == "train" else config.test_per_class
+    extra = dict(per_class=per_class, progress=config.progress) if synthetic else {}
+    return make_dataset(config.dataset, config.root, split, config.n_points, config.task, seed=config.seed,
+                        sample="random" if split == "train" and not synthetic else "first", **extra)
 
 
 def seg_table(dataset) -> list[list[int]]:
@@ -173,10 +154,7 @@ def forward(model: nn.Module, batch: dict[str, Tensor], task: str, num_classes: 
 
 def loss_and_target(logits: Tensor, batch: dict[str, Tensor], task: str, label_smoothing: float) -> tuple[Tensor, Tensor]:
     """Cross-entropy (void parts ``-1`` ignored) and the targets it compared against."""
-    if task == "cls":
-        target = batch["label"]
-        return F.cross_entropy(logits, target, label_smoothing=label_smoothing), target
-    target = batch["parts"]
+    target = batch["label"] if task == "cls" else batch["parts"]
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-1,
                            label_smoothing=label_smoothing)
     return loss, target
@@ -187,13 +165,13 @@ def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tenso
 
 
 def make_optimizer(config: PointCloudTrainConfig, model: nn.Module, steps_per_epoch: int):
-    """SGD (momentum, weight decay) or Adam; per-batch schedule: linear warm-up, then cosine decay to lr / 100."""
-    lr = DEFAULT_LR[config.optimizer] if config.lr is None else config.lr
+    """SGD (momentum, weight decay) or Adam at ``config.lr`` (set by :func:`resolve`); per-batch schedule: linear
+    warm-up, then cosine decay to lr / 100."""
     if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total = config.epochs * steps_per_epoch
     warmup = min(round(config.warmup_epochs * steps_per_epoch), total - 1)
 
@@ -206,8 +184,25 @@ def make_optimizer(config: PointCloudTrainConfig, model: nn.Module, steps_per_ep
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-class PointCloudTrainer:
+class ModelTrainer:
+    """The checkpoint state of a trainer: its attributes named in ``STATE`` (``model`` first, whose weights
+    :func:`load_weights` checks against ``self.checkpoint``)."""
+
+    STATE = ("model", "optimizer")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name).state_dict() for name in self.STATE}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_weights(self.model, state["model"], self.checkpoint)
+        for name in self.STATE[1:]:
+            getattr(self, name).load_state_dict(state[name])
+
+
+class PointCloudTrainer(ModelTrainer):
     """One engine step = one epoch over the train split with augmentation (every rank its shard)."""
+
+    STATE = ("model", "optimizer", "scheduler")
 
     def __init__(self, config: PointCloudTrainConfig, model: nn.Module, train_set, context: distributed.DistContext,
                  checkpoint: Path):
@@ -254,41 +249,38 @@ class PointCloudTrainer:
         return {"lr": lr, "train/loss": totals[0].item() / max(items, 1),
                 "train/acc": totals[1].item() / max(totals[2].item(), 1)}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_weights(self.model, state["model"], self.checkpoint)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, rotations: Tensor, task: str, num_classes: int,
-             seg_classes: list[list[int]] | None, context: distributed.DistContext, label_smoothing: float = 0.0,
-             examples: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Metrics on a test loader whose items carry ``index``; item ``i`` is rotated by ``rotations[i]``.
+def evaluate_model(model: nn.Module, config: PointCloudTrainConfig, test_set, test_protocol: str,
+                   context: distributed.DistContext, batch_size: int | None = None,
+                   examples: int = 0) -> dict[str, Any]:
+    """Evaluate ``model`` on this rank's shard of ``test_set`` under ``test_protocol``: item ``i`` is rotated by
+    the run's fixed test rotation ``i`` (:func:`priors3d.so3.evaluation_rotations` of the seed).
 
     Returns ``{"metrics": {...}, "confusion": [C, C] or None, "examples": [(points, truth, prediction)]}``;
     metrics are summed over ranks: ``loss``, ``oa``, ``macc`` (cls) or ``instance_miou``, ``class_miou``,
     ``point_acc`` (seg).
     """
+    task, num_classes = config.task, test_set.num_classes
+    shard = range(context.rank, len(test_set), context.world_size)
+    loader = DataLoader(test_set, batch_size=batch_size or config.batch_size, sampler=shard)
+    rotations = evaluation_rotations(test_protocol, len(test_set), config.seed, config.up_axis or test_set.up_axis)
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    meter = SegmentationMeter(seg_classes) if task == "seg" else None
-    totals = torch.zeros(3, dtype=torch.float64)  # loss · items, correct points, counted points
+    meter = SegmentationMeter(seg_table(test_set)) if task == "seg" else None
+    totals = torch.zeros(4, dtype=torch.float64)  # loss · items, correct points, counted points, items
+    totals[3] = len(shard)
     kept = []
-    for batch in tqdm(loader, desc="test", leave=False, disable=not (progress and context.is_main)):
-        batch = dict(batch, points=batch["points"] @ rotations[batch["index"]])
-        batch = to_device(batch, context.device)
+    batches = tqdm(loader, desc="test", leave=False, disable=not (config.progress and context.is_main))
+    for batch, index in zip(batches, torch.tensor(shard).split(loader.batch_size)):
+        batch = to_device(dict(batch, points=batch["points"] @ rotations[index]), context.device)
         logits = forward(model, batch, task, num_classes)
-        loss, target = loss_and_target(logits, batch, task, label_smoothing)
+        loss, target = loss_and_target(logits, batch, task, config.label_smoothing)
         totals[0] += loss.item() * len(target)
         if task == "cls":
             confusion += confusion_matrix(logits.argmax(-1).cpu(), target.cpu(), num_classes)
             continue
-        pred = restricted_prediction(logits, batch["label"], seg_classes)
+        pred = restricted_prediction(logits, batch["label"], meter.seg_classes)
         meter.update(pred, target, batch["label"])
         valid = target >= 0
         totals[1] += ((pred == target) & valid).sum().item()
@@ -296,17 +288,15 @@ def evaluate(model: nn.Module, loader: DataLoader, rotations: Tensor, task: str,
         for i in range(min(examples - len(kept), len(pred))):
             kept.append((batch["points"][i].cpu(), target[i].cpu(), pred[i].cpu()))
     totals = distributed.all_reduce_sum(totals, context)
-    count = torch.tensor([float(len(loader.sampler))], dtype=torch.float64)
-    count = distributed.all_reduce_sum(count, context).item()
-    metrics = {"loss": totals[0].item() / max(count, 1)}
+    metrics = {"loss": totals[0].item() / max(totals[3].item(), 1)}
     if task == "cls":
         confusion = distributed.all_reduce_sum(confusion, context)
         metrics.update(classification_metrics(confusion))
-        return {"metrics": metrics, "confusion": confusion, "examples": kept}
-    iou_sum = distributed.all_reduce_sum(meter.iou_sum, context)
-    shape_count = distributed.all_reduce_sum(meter.count, context)
-    metrics.update(segmentation_metrics(iou_sum, shape_count), point_acc=totals[1].item() / max(totals[2].item(), 1))
-    return {"metrics": metrics, "confusion": None, "examples": kept}
+    else:
+        iou_sum, shape_count = (distributed.all_reduce_sum(x, context) for x in (meter.iou_sum, meter.count))
+        metrics.update(segmentation_metrics(iou_sum, shape_count),
+                       point_acc=totals[1].item() / max(totals[2].item(), 1))
+    return {"metrics": metrics, "confusion": confusion if task == "cls" else None, "examples": kept}
 
 
 # --- run directory ------------------------------------------------------------------------------
@@ -326,11 +316,9 @@ def save_pictures(run: RunDir, result: dict[str, Any], class_names: list[str], n
     if result["confusion"] is not None:
         save_figure(run.path("confusion.png"), viz.confusion_figure(result["confusion"], class_names, title=title))
     if result["examples"]:
-        clouds, labels, titles = [], [], []
-        for i, (points, truth, pred) in enumerate(result["examples"]):
-            clouds += [points, points]
-            labels += [truth, pred]
-            titles += [f"shape {i}: truth", f"shape {i}: prediction"]
+        clouds, labels, titles = zip(*[(points, label, f"shape {i}: {kind}")
+                                       for i, (points, truth, pred) in enumerate(result["examples"])
+                                       for label, kind in ((truth, "truth"), (pred, "prediction"))])
         save_figure(run.path("segmentation.png"),
                     viz.point_clouds(clouds, labels, titles, columns=4, num_labels=num_parts))
 
@@ -386,8 +374,9 @@ def build_run_model(config: PointCloudTrainConfig, dataset) -> nn.Module:
                        pooling=config.pooling, width_divisor=config.width_divisor, frame=config.frame)
 
 
-def load_weights(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
-    """``model.load_state_dict(state)``, or a ValueError naming the checkpoint when they do not match."""
+def load_weights(model: nn.Module, state: dict[str, Tensor], path: Path) -> nn.Module:
+    """``model`` after ``model.load_state_dict(state)``, or a ValueError naming the checkpoint when they do not
+    match."""
     own = model.state_dict()
     missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
     resized = [k for k in own if k in state and own[k].shape != state[k].shape]
@@ -397,42 +386,31 @@ def load_weights(model: nn.Module, state: dict[str, Tensor], path: Path) -> None
                          f"e.g. {(missing + unexpected + resized)[0]!r}): resume with the options of the run's "
                          f"config.json (same model and sizes), or train into another --out")
     model.load_state_dict(state)
+    return model
+
+
+def open_trained(run_dir: Path, config_class: type, kind: str, command: str) -> tuple[Any, dict[str, Tensor], Path]:
+    """A trained run's config (a ``config_class``), model weights and checkpoint path (for :func:`load_weights`)."""
+    run = open_run(run_dir, kind, command)
+    config = config_from_dict(config_class, run.read_config()["config"], str(run.path("config.json")))
+    checkpoint = run.load_checkpoint()
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run.path('checkpoint.pt')} not found: the run has not finished an epoch")
+    return config, checkpoint["trainer"]["model"], run.path("checkpoint.pt")
 
 
 def load_run(run_dir: Path, device: torch.device) -> tuple[PointCloudTrainConfig, nn.Module, Any]:
     """A trained run's config, model (weights loaded, eval mode) and test split."""
-    run = open_run(run_dir, KIND, "priors3d pointcloud eval")
-    config = config_from_dict(PointCloudTrainConfig, run.read_config()["config"], str(run.path("config.json")))
-    checkpoint = run.load_checkpoint()
-    if checkpoint is None:
-        raise FileNotFoundError(f"{run.path('checkpoint.pt')} not found: the run has not finished an epoch")
+    config, weights, path = open_trained(run_dir, PointCloudTrainConfig, KIND, "priors3d pointcloud eval")
     test_set = load_split(dataclasses.replace(config, progress=False), "test")
-    model = build_run_model(config, test_set)
-    load_weights(model, checkpoint["trainer"]["model"], run.path("checkpoint.pt"))
-    return config, model.to(device).eval(), test_set
-
-
-def evaluate_model(model: nn.Module, config: PointCloudTrainConfig, test_set, test_protocol: str,
-                   context: distributed.DistContext, batch_size: int | None = None,
-                   examples: int = 0) -> dict[str, Any]:
-    """Evaluate ``model`` on ``test_set`` under ``test_protocol`` with the run's fixed test rotations
-    (see :func:`evaluate`)."""
-    loader = DataLoader(Indexed(test_set), batch_size=batch_size or config.batch_size,
-                        sampler=distributed.ShardSampler(len(test_set), context.rank, context.world_size))
-    rotations = evaluation_rotations(test_protocol, len(test_set), config.seed, config.up_axis or test_set.up_axis)
-    seg_classes = seg_table(test_set) if config.task == "seg" else None
-    return evaluate(model, loader, rotations, config.task, test_set.num_classes, seg_classes, context,
-                    config.label_smoothing, examples, config.progress)
-
-
-PROTOCOL_TITLES = {"none": "none", "z": "z", "so3": "SO(3)"}
+    return config, load_weights(build_run_model(config, test_set), weights, path).to(device).eval(), test_set
 
 
 def protocol_table(results: dict[str, dict[str, float]], protocols: tuple[str, ...], metric: str,
                    spread: dict[str, dict[str, float]] | None = None) -> str:
     """Markdown table, a row per model and a column per ``TRAIN/TEST`` protocol, values in percent
     (``mean ± spread`` where ``spread`` is given)."""
-    titles = ["/".join(PROTOCOL_TITLES[p] for p in parse_protocol_pair(pair)) for pair in protocols]
+    titles = ["/".join(parse_protocol_pair(pair)).replace("so3", "SO(3)") for pair in protocols]
     lines = [f"| Model ({metric}, %) | " + " | ".join(titles) + " |", "|---" * (len(protocols) + 1) + "|"]
     for model, row in results.items():
         cells = [("–" if pair not in row else f"{100 * row[pair]:.1f}"

@@ -16,36 +16,25 @@ from priors3d.fields.nerf import NeRF, grid_features
 from priors3d.fields.render import FieldSetup, render_rays
 from priors3d.fields.views import Views
 from priors3d.shaping.clicks import Click, click_labels
-from priors3d.shaping.propagate import argmax_labels, click_rays, sampling, view_rays
+from priors3d.shaping.propagate import argmax_labels, click_rays, map_rays
 
 
-class SemanticHead(nn.Module):
+class SemanticHead(nn.Sequential):
     """``[..., F] -> [..., K]`` class logits of point features (two-layer MLP)."""
 
     def __init__(self, in_features: int, n_classes: int, hidden: int = 64):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
-
-    def forward(self, features: Tensor) -> Tensor:
-        return self.net(features)
-
-
-@torch.no_grad()
-def point_features(model: NeRF, positions: Tensor) -> Tensor:
-    """``[..., 3] -> [..., L*C + G]``: grid features and the trunk's geometry feature of each point."""
-    unit = model.to_unit(positions).reshape(-1, 3)
-    grid = grid_features(list(model.grids), unit)
-    geo = model.trunk(grid)[:, 1:]
-    return torch.cat([grid, geo], dim=-1).reshape(*positions.shape[:-1], -1)
+        super().__init__(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
 
 
 @torch.no_grad()
 def ray_features(model: NeRF, setup: FieldSetup, o: Tensor, d: Tensor, near: Tensor,
                  far: Tensor) -> tuple[Tensor, Tensor]:
-    """Features ``[R, S, F]`` of the samples along rays ``[R, 3]`` and their render weights ``[R, S]``."""
-    out = render_rays(model, o, d, near, far, **sampling(model, setup))
+    """Features ``[R, S, L*C + G]`` of the samples along rays ``[R, 3]`` (grid features and the trunk's geometry
+    feature) and their render weights ``[R, S]``."""
+    out = render_rays(model, o, d, near, far, **setup.sampling(model))
     mids = 0.5 * (out["t_starts"] + out["t_ends"])
-    return point_features(model, o[:, None] + mids[..., None] * d[:, None]), out["weights"]
+    grid = grid_features(list(model.grids), model.to_unit(o[:, None] + mids[..., None] * d[:, None]).reshape(-1, 3))
+    return torch.cat([grid, model.trunk(grid)[:, 1:]], dim=-1).reshape(*mids.shape, -1), out["weights"]
 
 
 def fit_semantic_head(model: NeRF, setup: FieldSetup, source: Views, clicks: list[Click], n_classes: int,
@@ -57,8 +46,7 @@ def fit_semantic_head(model: NeRF, setup: FieldSetup, source: Views, clicks: lis
     head = SemanticHead(feats.shape[-1], n_classes)
     optimiser = torch.optim.Adam(head.parameters(), lr=lr)
     for _ in range(steps):
-        logits = (weights[..., None] * head(feats)).sum(dim=1)
-        loss = F.cross_entropy(logits, labels)
+        loss = F.cross_entropy((weights[..., None] * head(feats)).sum(dim=1), labels)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -69,14 +57,9 @@ def fit_semantic_head(model: NeRF, setup: FieldSetup, source: Views, clicks: lis
 def predict_semantic(model: NeRF, setup: FieldSetup, head: SemanticHead, views: Views, active: Tensor,
                      chunk: int = 4096) -> Tensor:
     """Labels ``[V, H, W]``: argmax of rendered logits over the ``active [K]`` (clicked) classes."""
-    o, d, near, far = view_rays(views, setup)
-    out = []
-    for v in range(len(views)):
-        rows = []
-        for s in range(0, o.shape[1], chunk):
-            feats, weights = ray_features(model, setup, o[v, s:s + chunk], d[v, s:s + chunk],
-                                          near[v, s:s + chunk], far[v, s:s + chunk])
-            rows.append((weights[..., None] * head(feats)).sum(dim=1))
-        out.append(torch.cat(rows))
-    h, w = views.hw
-    return argmax_labels(torch.stack(out).reshape(len(views), h, w, -1), active, float("-inf"))
+
+    def logits(*rays: Tensor) -> Tensor:
+        feats, weights = ray_features(model, setup, *rays)
+        return (weights[..., None] * head(feats)).sum(dim=1)
+
+    return argmax_labels(map_rays(views, setup, logits, chunk), active, float("-inf"))

@@ -36,11 +36,6 @@ OUTPUTS = {"motion": slice(0, 3), "color": slice(3, 6), "opacity": slice(6, 7)}
 """Columns of the decoder's output ``[N, 7]``: translation, colour and opacity-logit deltas."""
 
 
-def box_coordinates(points: Tensor, aabb: Tensor) -> Tensor:
-    """``points [N, 3]`` mapped so that the box ``aabb [2, 3]`` becomes ``[-1, 1]³``."""
-    return 2.0 * (points - aabb[0]) / (aabb[1] - aabb[0]) - 1.0
-
-
 class GaussianDecoder(nn.Module):
     """``Φ(f_i; θ)``: per-Gaussian inputs -> deltas ``[N, 7]`` (see ``OUTPUTS``), zero at initialisation.
 
@@ -60,17 +55,15 @@ class GaussianDecoder(nn.Module):
         if layers < 1 or hidden < 1 or feature_dim < 0 or n_freqs < 0:
             raise ValueError(f"need layers, hidden >= 1 and feature_dim, n_freqs >= 0, got {layers}, {hidden}, "
                              f"{feature_dim}, {n_freqs}")
-        self.register_buffer("encoding", positional_encoding(box_coordinates(means.float(), aabb.float()), n_freqs))
-        features = 0.1 * torch.randn(means.shape[0], feature_dim, generator=generator)
-        self.features = nn.Parameter(features)
+        low, high = aabb.float()  # the box becomes [-1, 1]³
+        self.register_buffer("encoding", positional_encoding(2.0 * (means.float() - low) / (high - low) - 1.0, n_freqs))
+        self.features = nn.Parameter(0.1 * torch.randn(means.shape[0], feature_dim, generator=generator))
         widths = [self.encoding.shape[1] + feature_dim] + [hidden] * layers
         body: list[nn.Module] = []
         for a, b in zip(widths[:-1], widths[1:]):
             linear = nn.Linear(a, b)
-            with torch.no_grad():
-                bound = 1.0 / math.sqrt(a)
-                linear.weight.uniform_(-bound, bound, generator=generator)
-                linear.bias.uniform_(-bound, bound, generator=generator)
+            for param in (linear.weight, linear.bias):
+                nn.init.uniform_(param, -1.0 / math.sqrt(a), 1.0 / math.sqrt(a), generator=generator)
             body += [linear, nn.Softplus()]
         self.body = nn.Sequential(*body[:-1])  # the last hidden layer stays linear: signed features
         self.head = nn.Linear(hidden, 7)
@@ -89,10 +82,6 @@ class GaussianDecoder(nn.Module):
         """``f_i`` ``[N, D]`` of the Gaussians at ``index [N]`` (all when None): encoding and feature."""
         index = slice(None) if index is None else index
         return torch.cat([self.encoding[index], self.features[index]], dim=-1)
-
-    def hidden_features(self, inputs: Tensor) -> Tensor:
-        """``[N, D] -> [N, hidden]``: ``h_i``, what the last layer reads."""
-        return self.body(inputs)
 
     def forward(self, inputs: Tensor) -> Tensor:
         """``[N, D] -> [N, 7]`` deltas (``OUTPUTS``)."""
@@ -141,27 +130,12 @@ def gaussian_jacobians(decoder: GaussianDecoder, inputs: Tensor, output: str = "
     if inputs.ndim != 2:
         raise ValueError(f"inputs must be [N, D], got {list(inputs.shape)}")
     theta = parameter_subset(decoder, names or decoder.head_names()) if theta is None else theta
-    columns = OUTPUTS[output]
 
     def value(params: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(decoder, params, (x[None],))[0, columns]
+        return functional_call(decoder, params, (x[None],))[0, OUTPUTS[output]]
 
     jac = vmap(jacrev(value), in_dims=(None, 0))(theta, inputs)  # {name: [N, K, *shape]}
     return flatten(jac, batch_dims=2).flatten(1)
-
-
-def loop_gaussian_jacobians(decoder: GaussianDecoder, inputs: Tensor, output: str = "motion",
-                            names: tuple[str, ...] | None = None) -> Tensor:
-    """The same ``[N, K * P]`` with one ``torch.autograd.grad`` call per Gaussian and output (tests)."""
-    theta = parameter_subset(decoder, names or decoder.head_names())
-    values = decoder(inputs)[:, OUTPUTS[output]]
-    rows = []
-    for i in range(values.shape[0]):
-        per_output = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(values[i, k], list(theta.values()),
-                                                                              retain_graph=True)])
-                      for k in range(values.shape[1])]
-        rows.append(torch.cat(per_output))
-    return torch.stack(rows)
 
 
 def nearest_neighbours(points: Tensor, k: int, chunk: int = 1024) -> Tensor:
@@ -169,32 +143,31 @@ def nearest_neighbours(points: Tensor, k: int, chunk: int = 1024) -> Tensor:
     if not 1 <= k < points.shape[0]:
         raise ValueError(f"k must be in 1..{points.shape[0] - 1} for {points.shape[0]} points, got {k}")
     out = []
-    for start in range(0, points.shape[0], chunk):
-        dist = torch.cdist(points[start:start + chunk], points)
-        rows = torch.arange(start, min(start + chunk, points.shape[0]))
+    for rows in torch.arange(points.shape[0]).split(chunk):
+        dist = torch.cdist(points[rows], points)
         dist[torch.arange(rows.numel()), rows] = float("inf")
         out.append(dist.topk(k, dim=1, largest=False).indices)
     return torch.cat(out)
 
 
 def shaping_terms(decoder: GaussianDecoder, sample: Tensor, ids: Tensor, neighbours: Tensor,
-                  temperature: float = 0.1, absolute: bool = True, output: str = "motion") -> dict[str, Tensor]:
-    """The InfoGaussian losses on the Gaussians ``sample [S]``:
+                  temperature: float = 0.1) -> dict[str, Tensor]:
+    """The InfoGaussian losses on the Gaussians ``sample [S]``, from their motion Jacobians:
 
-    - ``mi``: InfoNCE on the cosines of the labelled ones' Jacobians, positives = same mask id (``ids [G]``,
-      -1 = no label: left out);
-    - ``smooth``: ``mean(1 - cos(J_i, J_j))`` over each one's 3D neighbours ``j`` (``neighbours [G, k]``);
+    - ``mi``: InfoNCE on the absolute cosines of the labelled ones' Jacobians, positives = same mask id
+      (``ids [G]``, -1 = no label: left out);
+    - ``smooth``: ``mean(1 - |cos(J_i, J_j)|)`` over each one's 3D neighbours ``j`` (``neighbours [G, k]``);
     - ``norm``: ``mean((||J|| - 1)²)``, which keeps Jacobian lengths alike (an edit moves a Gaussian by
       ``h_i · h_c / |h_c|²``, so equal directions move equally only at equal lengths).
     """
     near = neighbours[sample]  # [S, k]
     index = torch.cat([sample, near.flatten()])
-    jac = gaussian_jacobians(decoder, decoder.inputs(index), output)
+    jac = gaussian_jacobians(decoder, decoder.inputs(index))
     own, others = jac[:sample.numel()], jac[sample.numel():].reshape(*near.shape, -1)
     labelled = ids[sample] >= 0  # unlabelled Gaussians are no negatives either: they may belong to any object
-    mi = info_nce(jacobian_cosines(own[labelled], absolute), mask_pairs(ids[sample][labelled]), temperature)
+    mi = info_nce(jacobian_cosines(own[labelled]), mask_pairs(ids[sample][labelled]), temperature)
     cos = (F.normalize(own, dim=-1)[:, None, :] * F.normalize(others, dim=-1)).sum(dim=-1)
-    smooth = (1.0 - (cos.abs() if absolute else cos)).mean()
+    smooth = (1.0 - cos.abs()).mean()
     return {"mi": mi, "smooth": smooth, "norm": norm_penalty(own)}
 
 

@@ -19,7 +19,7 @@ from priors3d.fields.render import FieldSetup, render_rays
 from priors3d.fields.views import Views
 from priors3d.shaping.clicks import Click
 from priors3d.shaping.jacobian import flatten, parameter_subset, pixel_jacobians_chunked, unflatten
-from priors3d.shaping.propagate import click_rays, first_order_responses, sampling, view_jacobians, view_rays
+from priors3d.shaping.propagate import click_jacobians, click_rays, first_order_responses, view_jacobians, view_rays
 
 
 def select(model: nn.Module, setup: FieldSetup, source: Views, targets: Views, click: Click,
@@ -27,8 +27,7 @@ def select(model: nn.Module, setup: FieldSetup, source: Views, targets: Views, c
     """Selection masks ``[V, H, W]`` bool of ``targets`` for a click in ``source``, and the responses ``[V, H, W]``."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a cosine in [0, 1], got {threshold}")
-    o, d, near, far = click_rays(source, setup, [click])
-    anchor = pixel_jacobians_chunked(model, o, d, near, far, names=names, **sampling(model, setup))
+    anchor = click_jacobians(model, setup, source, [click], names)
     responses = first_order_responses(view_jacobians(model, setup, targets, names=names), anchor)[..., 0]
     return responses >= threshold, responses
 
@@ -47,13 +46,13 @@ def recolor(model: nn.Module, setup: FieldSetup, source: Views, click: Click, co
         raise ValueError(f"color must be three numbers in [0, 1], got {color}")
     edited = copy.deepcopy(model)
     theta = parameter_subset(edited, names)
-    o, d, near, far = click_rays(source, setup, [click])
+    rays = click_rays(source, setup, [click])
     kept = _kept_rays(edited, setup, source, click, keep, threshold, names)
-    kwargs = sampling(edited, setup)
+    kwargs = setup.sampling(edited)
     for _ in range(steps):
         with torch.no_grad():
-            colour = render_rays(edited, o, d, near, far, **kwargs)["rgb"][0]
-        jac = _rgb_jacobians(edited, (o, d, near, far), names, kwargs)  # [3, P]
+            colour = render_rays(edited, *rays, **kwargs)["rgb"][0]
+        jac = _rgb_jacobians(edited, rays, names, kwargs)  # [3, P]
         metric = damping * torch.eye(jac.shape[1])
         if kept is not None:
             others = _rgb_jacobians(edited, kept, names, kwargs)  # [3K, P]
@@ -61,9 +60,8 @@ def recolor(model: nn.Module, setup: FieldSetup, source: Views, click: Click, co
         # argmin ||others · step||² + damping ||step||²  subject to  jac · step = target - colour
         inverse_jt = torch.linalg.solve(metric, jac.T)  # [P, 3]
         step = inverse_jt @ torch.linalg.solve(jac @ inverse_jt, target - colour)
-        moved = unflatten(flatten({n: t.detach() for n, t in theta.items()}) + step, theta)
         with torch.no_grad():
-            for name, value in moved.items():
+            for name, value in unflatten(flatten(theta) + step, theta).items():
                 theta[name].copy_(value)
     return edited
 
@@ -85,17 +83,11 @@ def _kept_rays(model: nn.Module, setup: FieldSetup, source: Views, click: Click,
     if len(candidates) == 0:
         return None
     chosen = candidates[torch.linspace(0, len(candidates) - 1, min(keep, len(candidates))).round().long()]
-    o, d, near, far = view_rays(view, setup)
-    return o[0, chosen], d[0, chosen], near[0, chosen], far[0, chosen]
+    return tuple(r[0, chosen] for r in view_rays(view, setup))
 
 
 def edit_picture(before: Tensor, after: Tensor, masks: Tensor | None = None) -> np.ndarray:
     """``[V, H, W, 3]`` renders (and optional ``[V, H, W]`` masks) -> uint8 rows ``before | after | mask``."""
-    rows = []
-    for v in range(before.shape[0]):
-        panels = [before[v], after[v]]
-        if masks is not None:
-            panels.append(masks[v].float()[..., None].expand(-1, -1, 3))
-        rows.append(torch.cat(panels, dim=1))
-    image = (torch.cat(rows, dim=0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    panels = [before, after] + ([] if masks is None else [masks.float()[..., None].expand(-1, -1, -1, 3)])
+    image = (torch.cat(panels, dim=2).flatten(0, 1).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
     return np.kron(image, np.ones((2, 2, 1), dtype=np.uint8))

@@ -87,15 +87,13 @@ def label_weights(field: GaussianField, deltas: Tensor, c2w: Tensor, intrinsics:
     differentiating ``Σ_p rgb_p · onehot(label_p)`` with respect to them gives ``Σ_p w_pi [label_p = k]``
     (the tiled rasteriser's weights, so each Gaussian counts where its 3σ box reaches).
     """
-    height, width = labels.shape
     decoded = decoded_attributes(field, deltas.detach())
     colors = torch.zeros(len(field), n_labels, requires_grad=True)
     out = render_gaussians(decoded["means"].detach(), field.covariances().detach(),
-                           torch.sigmoid(decoded["opacity_logits"]).detach(), colors, c2w, intrinsics, height, width,
+                           torch.sigmoid(decoded["opacity_logits"]).detach(), colors, c2w, intrinsics, *labels.shape,
                            **{**setup.options(), "background": None})
     onehot = F.one_hot(labels.clamp_min(0), n_labels).float() * (labels >= 0)[..., None]
-    (weights,) = torch.autograd.grad((out["rgb"] * onehot).sum(), colors)
-    return weights
+    return torch.autograd.grad((out["rgb"] * onehot).sum(), colors)[0]
 
 
 def fill_from_neighbours(points: Tensor, ids: Tensor, k: int = 8, chunk: int = 1024) -> Tensor:
@@ -108,9 +106,7 @@ def fill_from_neighbours(points: Tensor, ids: Tensor, k: int = 8, chunk: int = 1
     k = min(k, labelled.numel())
     near = torch.cat([torch.cdist(points[part], points[labelled]).topk(k, dim=1, largest=False).indices
                       for part in missing.split(chunk)])  # [M, k] positions in `labelled`
-    filled = ids.clone()
-    filled[missing] = ids[labelled][near].mode(dim=1).values
-    return filled
+    return ids.index_put((missing,), ids[labelled][near].mode(dim=1).values)
 
 
 def voted_labels(field: GaussianField, views: Views, labels: Tensor, setup: SplatSetup) -> Tensor:
@@ -158,23 +154,22 @@ def shaping_step(decoder: GaussianDecoder, optimiser: torch.optim.Optimizer, ids
 
 def render_set(field: GaussianField, deltas: Tensor, views: Views, setup: SplatSetup) -> Tensor:
     """``[V, H, W, 3]`` renders of the decoded field."""
-    height, width = views.hw
     with torch.no_grad():
-        return torch.stack([render_decoded(field, deltas, views.c2w[v], views.intrinsics[v], height, width,
+        return torch.stack([render_decoded(field, deltas, views.c2w[v], views.intrinsics[v], *views.hw,
                                            **setup.options())["rgb"].clamp(0, 1) for v in range(len(views))])
 
 
 def decoded_psnr(field: GaussianField, deltas: Tensor, views: Views, setup: SplatSetup) -> float:
     """Mean PSNR (dB) of the decoded field over ``views``."""
-    renders = render_set(field, deltas, views, setup)
-    return float(np.mean([psnr(r, gt) for r, gt in zip(renders, views.images)]))
+    return float(np.mean([psnr(r, gt) for r, gt in zip(render_set(field, deltas, views, setup), views.images)]))
 
 
 class SplatShaper:
-    """The engine's trainer for ``shape_splats``: one step = one ``shaping_step`` of a fresh decoder."""
+    """The engine's trainer for ``shape_splats``: one step = one ``shaping_step`` of a fresh decoder. A fresh
+    run gives every Gaussian its mask id from the label maps ``labels [V, H, W]`` of ``views`` (None: resuming)."""
 
     def __init__(self, field: GaussianField, setup: SplatSetup, views: Views, aabb: Tensor, cfg: SplatShapeConfig,
-                 generator: torch.Generator):
+                 generator: torch.Generator, labels: Tensor | None):
         self.field, self.setup, self.views, self.cfg, self.generator = field, setup, views, cfg, generator
         self.decoder = make_decoder(field, aabb, cfg.decoder, cfg.seed)
         head = [p for name, p in self.decoder.named_parameters() if name.startswith("head.")]
@@ -184,18 +179,15 @@ class SplatShaper:
         self.images = views.images.float()
         self.ids: Tensor | None = None
         self.voted_fraction: float | None = None
-
-    def vote(self, labels: Tensor) -> None:
-        """Give every Gaussian its mask id from the label maps ``labels [V, H, W]`` of the views."""
-        voted = voted_labels(self.field, self.views, labels, self.setup)
-        self.ids = fill_from_neighbours(self.field.means.detach(), voted, self.cfg.neighbours)
-        self.voted_fraction = float((voted >= 0).float().mean())
+        if labels is not None:
+            voted = voted_labels(field, views, labels, setup)
+            self.ids = fill_from_neighbours(field.means.detach(), voted, cfg.neighbours)
+            self.voted_fraction = float((voted >= 0).float().mean())
 
     def photometric(self, deltas: Tensor) -> Tensor:
         """L1 loss of the field decoded with ``deltas [G, 7]`` on one random training view."""
         v = int(torch.randint(len(self.views), (), generator=self.generator))
-        height, width = self.views.hw
-        out = render_decoded(self.field, deltas, self.views.c2w[v], self.views.intrinsics[v], height, width,
+        out = render_decoded(self.field, deltas, self.views.c2w[v], self.views.intrinsics[v], *self.views.hw,
                              **self.setup.options())
         return photometric_loss(out["rgb"], self.images[v])
 
@@ -224,15 +216,13 @@ def shape_splats(field: GaussianField, setup: SplatSetup, scene: Scene, cfg: Spl
         raise ValueError(f"the scene's training views have no {cfg.labels} maps to label the Gaussians with")
     field.requires_grad_(False)
     with engine.start(cfg, "splat shape") as run:
-        trainer = SplatShaper(field, setup, scene.train, scene_aabb(scene), cfg, run.generator)
-        if run.checkpoint is None:
-            trainer.vote(labels)
+        trainer = SplatShaper(field, setup, scene.train, scene_aabb(scene), cfg, run.generator,
+                              labels if run.checkpoint is None else None)
         result = run.train(trainer, cfg.iterations, log_every=10, desc="splat shape")
-        with torch.no_grad():
-            after = decoded_psnr(field, decoder_deltas(trainer.decoder), scene.test, setup)
         summary = {**result, "time_per_iter_s": result["train_time_s"] / max(result["step"], 1),
                    "psnr_before": decoded_psnr(field, torch.zeros(len(field), 7), scene.test, setup),
-                   "psnr_after": after, "gaussians": len(field), "voted_fraction": trainer.voted_fraction}
+                   "psnr_after": decoded_psnr(field, decoder_deltas(trainer.decoder).detach(), scene.test, setup),
+                   "gaussians": len(field), "voted_fraction": trainer.voted_fraction}
         save_json(run.path("metrics.json"), summary)
     return summary
 
@@ -254,23 +244,21 @@ class ShapedRun:
 def load_shaped(run_dir: str | Path) -> ShapedRun:
     """A ``splat shape`` run; a ``splat fit`` run gives a fresh (unshaped) decoder and no labels."""
     run = open_run(run_dir, ("splat shape", "splat fit"), "splat edit")
-    if run.kind() == "splat fit":
-        field, setup = load_splats(run_dir, "splat edit")
-        scene = open_scene(setup.scene)
-        decoder, ids, masks = make_decoder(field, scene_aabb(scene), DecoderConfig()), None, None
-    else:
+    shaped = run.kind() == "splat shape"
+    if shaped:
         cfg = config_from_dict(SplatShapeConfig, run.read_config()["config"], str(run.path("config.json")))
         checkpoint = run.load_checkpoint()
         if checkpoint is None:
             raise FileNotFoundError(f"{run.path('checkpoint.pt')} not found: the splat shape run in {run_dir} has "
                                     f"not saved a checkpoint yet")
-        field, setup = load_splats(cfg.run, "splat edit")
-        scene = open_scene(setup.scene)
-        decoder = make_decoder(field, scene_aabb(scene), cfg.decoder)
-        decoder.load_state_dict(checkpoint["trainer"]["decoder"])
-        ids, masks = checkpoint["trainer"]["ids"], getattr(scene.train, cfg.labels)
+    field, setup = load_splats(cfg.run if shaped else run_dir, "splat edit")
     field.requires_grad_(False)
-    return ShapedRun(field, setup, decoder, scene, ids, masks)
+    scene = open_scene(setup.scene)
+    decoder = make_decoder(field, scene_aabb(scene), cfg.decoder if shaped else DecoderConfig())
+    if not shaped:
+        return ShapedRun(field, setup, decoder, scene, None, None)
+    decoder.load_state_dict(checkpoint["trainer"]["decoder"])
+    return ShapedRun(field, setup, decoder, scene, checkpoint["trainer"]["ids"], getattr(scene.train, cfg.labels))
 
 
 def clicked_gaussian(field: GaussianField, deltas: Tensor, views: Views, setup: SplatSetup, click: Click,
@@ -285,8 +273,7 @@ def clicked_gaussian(field: GaussianField, deltas: Tensor, views: Views, setup: 
     dominate the pixel (a large floor Gaussian under a small box, say).
     """
     click.check(views)
-    height, width = views.hw
-    pixel = torch.full((height, width), -1, dtype=torch.long)
+    pixel = torch.full(views.hw, -1, dtype=torch.long)
     pixel[click.y, click.x] = 0
     weights = label_weights(field, deltas, views.c2w[click.view], views.intrinsics[click.view], pixel, 1,
                             setup)[:, 0]  # [G] blending weights at the clicked pixel

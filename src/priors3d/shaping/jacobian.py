@@ -26,16 +26,12 @@ def grey(rgb: Tensor, channel: int | None = None) -> Tensor:
     return rgb[..., channel]
 
 
-def default_names(model: nn.Module) -> tuple[str, ...]:
-    """The default ``theta_D``: ``model.rgb_head_parameter_names()`` (the last layer of the RGB branch)."""
-    if not hasattr(model, "rgb_head_parameter_names"):
-        raise ValueError(f"{type(model).__name__} has no rgb_head_parameter_names(); pass names explicitly")
-    return tuple(model.rgb_head_parameter_names())
-
-
 def parameter_subset(model: nn.Module, names: tuple[str, ...] | list[str] | None = None) -> dict[str, Tensor]:
-    """The named parameters ``theta_D`` of ``model`` (the default set when ``names`` is None)."""
-    names = default_names(model) if names is None else tuple(names)
+    """The named parameters ``theta_D`` of ``model``; by default ``model.rgb_head_parameter_names()`` (the last
+    layer of the RGB branch)."""
+    if names is None and not hasattr(model, "rgb_head_parameter_names"):
+        raise ValueError(f"{type(model).__name__} has no rgb_head_parameter_names(); pass names explicitly")
+    names = tuple(model.rgb_head_parameter_names() if names is None else names)
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
     if missing or not names:
@@ -45,8 +41,7 @@ def parameter_subset(model: nn.Module, names: tuple[str, ...] | list[str] | None
 
 def flatten(tensors: dict[str, Tensor], batch_dims: int = 0) -> Tensor:
     """Concatenate ``{name: [*B, *shape]}`` into ``[*B, P]`` (``batch_dims`` leading dimensions kept)."""
-    parts = [t.reshape(*t.shape[:batch_dims], -1) for t in tensors.values()]
-    return torch.cat(parts, dim=-1)
+    return torch.cat([t.reshape(*t.shape[:batch_dims], -1) for t in tensors.values()], dim=-1)
 
 
 def unflatten(vector: Tensor, like: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -54,8 +49,7 @@ def unflatten(vector: Tensor, like: dict[str, Tensor]) -> dict[str, Tensor]:
     sizes = [t.numel() for t in like.values()]
     if vector.shape != (sum(sizes),):
         raise ValueError(f"vector must be [{sum(sizes)}] to match the parameter subset, got {list(vector.shape)}")
-    chunks = torch.split(vector, sizes)
-    return {name: c.reshape(t.shape) for (name, t), c in zip(like.items(), chunks)}
+    return {name: c.reshape(t.shape) for (name, t), c in zip(like.items(), torch.split(vector, sizes))}
 
 
 def pixel_jacobians(model: nn.Module, rays_o: Tensor, rays_d: Tensor, near: Tensor, far: Tensor,
@@ -77,9 +71,8 @@ def pixel_jacobians(model: nn.Module, rays_o: Tensor, rays_d: Tensor, near: Tens
     theta = parameter_subset(model, names)
 
     def value(params: dict[str, Tensor], o: Tensor, d: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
-        out = render_rays(model, o, d, t0, t1, n_samples, n_proposal, proposal=proposal,
-                          background=background, params=params)
-        return grey(out["rgb"], channel)
+        return grey(render_rays(model, o, d, t0, t1, n_samples, n_proposal, proposal=proposal, background=background,
+                                params=params)["rgb"], channel)
 
     grads = vmap(grad(value), in_dims=(None, 0, 0, 0, 0))(theta, rays_o, rays_d, near, far)
     return flatten(grads, batch_dims=1)
@@ -91,8 +84,7 @@ def pixel_jacobians_chunked(model: nn.Module, rays_o: Tensor, rays_d: Tensor, ne
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     with torch.no_grad():
-        parts = [pixel_jacobians(model, rays_o[i:i + chunk], rays_d[i:i + chunk], near[i:i + chunk],
-                                 far[i:i + chunk], **kwargs).detach()
+        parts = [pixel_jacobians(model, *(t[i:i + chunk] for t in (rays_o, rays_d, near, far)), **kwargs).detach()
                  for i in range(0, rays_o.shape[0], chunk)]
     return torch.cat(parts) if parts else rays_o.new_zeros(0, 0)
 
@@ -127,9 +119,8 @@ def loop_pixel_jacobians(model: nn.Module, rays_o: Tensor, rays_d: Tensor, near:
     Kept as the ground truth for tests and the speed benchmark (``bench/shaping_speed.py``).
     """
     theta = parameter_subset(model, names)
-    out = render_rays(model, rays_o, rays_d, near, far, n_samples, n_proposal, proposal=proposal,
-                      background=background)
-    values = grey(out["rgb"], channel)
+    values = grey(render_rays(model, rays_o, rays_d, near, far, n_samples, n_proposal, proposal=proposal,
+                              background=background)["rgb"], channel)
     rows = []
     for r in range(values.shape[0]):
         g = torch.autograd.grad(values[r], list(theta.values()), retain_graph=True, create_graph=create_graph)

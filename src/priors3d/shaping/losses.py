@@ -40,8 +40,7 @@ def info_nce(cosines: Tensor, positives: Tensor, temperature: float = 1.0) -> Te
                          f"and {list(positives.shape)}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    n = cosines.shape[0]
-    eye = torch.eye(n, dtype=torch.bool, device=cosines.device)
+    eye = torch.eye(cosines.shape[0], dtype=torch.bool, device=cosines.device)
     logits = (cosines / temperature).masked_fill(eye, float("-inf"))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     positives = positives & ~eye
@@ -49,8 +48,7 @@ def info_nce(cosines: Tensor, positives: Tensor, temperature: float = 1.0) -> Te
     anchors = counts > 0
     if not bool(anchors.any()):
         return cosines.sum() * 0.0
-    per_anchor = -(log_prob.masked_fill(~positives, 0.0)).sum(dim=1)[anchors] / counts[anchors]
-    return per_anchor.mean()
+    return (-(log_prob.masked_fill(~positives, 0.0)).sum(dim=1)[anchors] / counts[anchors]).mean()
 
 
 def norm_penalty(jacobians: Tensor) -> Tensor:

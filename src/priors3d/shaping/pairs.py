@@ -23,29 +23,10 @@ def mask_pairs(ids: Tensor, views: Tensor | None = None) -> Tensor:
     return same & ~torch.eye(ids.shape[0], dtype=torch.bool, device=ids.device)
 
 
-def feature_cosines(features: Tensor) -> Tensor:
-    """``[N, D] -> [N, N]`` cosine similarities of per-pixel descriptors."""
-    if features.ndim != 2:
-        raise ValueError(f"features must be [N, D], got {list(features.shape)}")
-    unit = F.normalize(features.float(), dim=-1)
-    return unit @ unit.T
-
-
-def positive_ratio(pairs: Tensor) -> float:
-    """Fraction of the ``N (N - 1)`` off-diagonal pairs that are positive."""
-    n = pairs.shape[0]
-    return float(pairs.sum()) / max(n * (n - 1), 1)
-
-
-def feature_pairs(features: Tensor, threshold: float) -> Tensor:
-    """``[N, D] -> [N, N]``: positive where the feature cosine exceeds ``threshold``."""
-    cos = feature_cosines(features)
-    return (cos > threshold) & ~torch.eye(cos.shape[0], dtype=torch.bool, device=cos.device)
-
-
 def adaptive_feature_pairs(features: Tensor, threshold: float, low: float = 0.05, high: float = 0.15,
                            step: float = 0.01, max_steps: int = 200) -> tuple[Tensor, float]:
-    """Feature pairs with the threshold moved until the positive ratio lies in ``[low, high]``.
+    """Pairs of ``features [N, D]`` whose cosine exceeds a threshold moved until the positive ratio lies in
+    ``[low, high]``.
 
     The threshold rises by ``step`` while more than ``high`` of the pairs are positive and falls
     while fewer than ``low`` are (at most ``max_steps`` moves), as JacobiNeRF does per batch;
@@ -56,7 +37,10 @@ def adaptive_feature_pairs(features: Tensor, threshold: float, low: float = 0.05
     """
     if not 0.0 <= low <= high <= 1.0:
         raise ValueError(f"need 0 <= low <= high <= 1, got low={low}, high={high}")
-    cos = feature_cosines(features)
+    if features.ndim != 2:
+        raise ValueError(f"features must be [N, D], got {list(features.shape)}")
+    unit = F.normalize(features.float(), dim=-1)
+    cos = unit @ unit.T
     off = ~torch.eye(cos.shape[0], dtype=torch.bool, device=cos.device)
     values = cos[off]
     for _ in range(max_steps):

@@ -13,6 +13,9 @@ Jacobian ``J_k``; the label is the argmax over classes, or -1 where no response 
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -26,19 +29,22 @@ from priors3d.shaping.jacobian import (flatten, grey, parameter_subset, pixel_ja
                                        unflatten)
 
 
-def sampling(model: nn.Module, setup: FieldSetup) -> dict:
-    """Keyword arguments of ``render_rays`` / ``pixel_jacobians`` that render as the fitted field does."""
-    return {"n_samples": setup.n_samples, "n_proposal": setup.n_proposal,
-            "proposal": model.grid_density if setup.n_proposal > 0 else None,
-            "background": None if setup.background is None else torch.tensor(setup.background)}
-
-
 def view_rays(views: Views, setup: FieldSetup) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Rays of every pixel: origins, directions ``[V, H*W, 3]`` and bounds near, far ``[V, H*W]``."""
     origins, directions = views_rays(views)
     o, d = origins.flatten(1, 2), directions.flatten(1, 2)
     near, far = ray_bounds(o, d, torch.tensor(setup.aabb).reshape(2, 3), setup.near, setup.far)
     return o, d, near, far
+
+
+def map_rays(views: Views, setup: FieldSetup, fn: Callable[..., Tensor], chunk: int, desc: str = "",
+             progress: bool = False) -> Tensor:
+    """``[V, H, W, K]``: ``fn(o [R, 3], d [R, 3], near [R], far [R]) -> [R, K]`` over every pixel's ray of
+    ``views``, ``chunk`` rays of one view at a time."""
+    rays = view_rays(views, setup)
+    out = [torch.cat([fn(*(r[v, i:i + chunk] for r in rays)) for i in range(0, rays[0].shape[1], chunk)])
+           for v in tqdm(range(len(views)), desc=desc, disable=not progress, leave=False)]
+    return torch.stack(out).reshape(len(views), *views.hw, -1)
 
 
 def render_grey(model: nn.Module, setup: FieldSetup, views: Views, params: dict[str, Tensor] | None = None,
@@ -52,13 +58,8 @@ def view_jacobians(model: nn.Module, setup: FieldSetup, views: Views, chunk: int
                    names: tuple[str, ...] | None = None, channel: int | None = None,
                    progress: bool = False) -> Tensor:
     """Jacobians of every pixel of every view: ``[V, H, W, P]`` (no graph)."""
-    o, d, near, far = view_rays(views, setup)
-    kwargs = sampling(model, setup)
-    out = [pixel_jacobians_chunked(model, o[v], d[v], near[v], far[v], chunk=chunk, names=names, channel=channel,
-                                   **kwargs)
-           for v in tqdm(range(len(views)), desc="jacobians", disable=not progress, leave=False)]
-    h, w = views.hw
-    return torch.stack(out).reshape(len(views), h, w, -1)
+    return map_rays(views, setup, partial(pixel_jacobians_chunked, model, chunk=chunk, names=names, channel=channel,
+                                          **setup.sampling(model)), chunk, "jacobians", progress)
 
 
 def click_rays(views: Views, setup: FieldSetup, clicks: list[Click]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -67,17 +68,16 @@ def click_rays(views: Views, setup: FieldSetup, clicks: list[Click]) -> tuple[Te
         raise ValueError("need at least one click (view/x/y/class)")
     for click in clicks:
         click.check(views)
-    o, d, near, far = view_rays(views, setup)
     v = torch.tensor([c.view for c in clicks])
     i = torch.tensor([c.y * views.hw[1] + c.x for c in clicks])
-    return o[v, i], d[v, i], near[v, i], far[v, i]
+    return tuple(r[v, i] for r in view_rays(views, setup))
 
 
 def click_jacobians(model: nn.Module, setup: FieldSetup, views: Views, clicks: list[Click],
                     names: tuple[str, ...] | None = None, channel: int | None = None) -> Tensor:
     """Jacobians ``[M, P]`` of the clicked pixels."""
     return pixel_jacobians_chunked(model, *click_rays(views, setup, clicks), names=names, channel=channel,
-                                   **sampling(model, setup))
+                                   **setup.sampling(model))
 
 
 def prototypes(jacobians: Tensor, labels: Tensor, n_classes: int) -> Tensor:
@@ -99,15 +99,13 @@ def prototypes(jacobians: Tensor, labels: Tensor, n_classes: int) -> Tensor:
 
 def argmax_labels(responses: Tensor, active: Tensor, min_response: float = 0.0) -> Tensor:
     """``[..., K] -> [...]`` labels: argmax over the ``active [K]`` classes, -1 below ``min_response``."""
-    masked = responses.masked_fill(~active, float("-inf"))
-    best, labels = masked.max(dim=-1)
+    best, labels = responses.masked_fill(~active, float("-inf")).max(dim=-1)
     return torch.where(best >= min_response, labels, torch.full_like(labels, -1))
 
 
 def first_order_responses(jacobians: Tensor, protos: Tensor) -> Tensor:
     """``|cos(J_p, J_k)|``: ``[..., P]`` target Jacobians and ``[K, P]`` prototypes -> ``[..., K]``."""
-    unit = F.normalize(jacobians, dim=-1)
-    return (unit @ F.normalize(protos, dim=-1).T).abs()
+    return (F.normalize(jacobians, dim=-1) @ F.normalize(protos, dim=-1).T).abs()
 
 
 def perturb_responses(model: nn.Module, setup: FieldSetup, views: Views, protos: Tensor, sigma: float = 1.0,
@@ -140,25 +138,20 @@ def volume_responses(model: nn.Module, setup: FieldSetup, views: Views, point_pr
         point_protos: ``[K, P]`` prototypes built from ``point_jacobians`` of the clicked surface points
             (see ``click_point_jacobians``).
     """
-    o, d, near, far = view_rays(views, setup)
-    kwargs = sampling(model, setup)
+    kwargs = setup.sampling(model)
     unit_protos = F.normalize(point_protos, dim=-1)
-    out = []
-    for v in tqdm(range(len(views)), desc="3d responses", disable=not progress, leave=False):
-        rows = []
-        for i in range(0, o.shape[1], chunk):
-            oo, dd = o[v, i:i + chunk], d[v, i:i + chunk]
-            with torch.no_grad():
-                r = render_rays(model, oo, dd, near[v, i:i + chunk], far[v, i:i + chunk], **kwargs)
-                mids = 0.5 * (r["t_starts"] + r["t_ends"])  # [R, S]
-                points = oo[:, None] + mids[..., None] * dd[:, None]
-                dirs = dd[:, None].expand_as(points)
-                jac = point_jacobians(model, points.reshape(-1, 3), dirs.reshape(-1, 3), names, channel)
-            cos = (F.normalize(jac, dim=-1) @ unit_protos.T).abs().reshape(*mids.shape, -1)  # [R, S, K]
-            rows.append((r["weights"][..., None] * cos).sum(dim=1))
-        out.append(torch.cat(rows))
-    h, w = views.hw
-    return torch.stack(out).reshape(len(views), h, w, -1)
+
+    def responses(o: Tensor, d: Tensor, near: Tensor, far: Tensor) -> Tensor:
+        with torch.no_grad():
+            r = render_rays(model, o, d, near, far, **kwargs)
+            mids = 0.5 * (r["t_starts"] + r["t_ends"])  # [R, S]
+            points = o[:, None] + mids[..., None] * d[:, None]
+            dirs = d[:, None].expand_as(points)
+            jac = point_jacobians(model, points.reshape(-1, 3), dirs.reshape(-1, 3), names, channel)
+        cos = (F.normalize(jac, dim=-1) @ unit_protos.T).abs().reshape(*mids.shape, -1)  # [R, S, K]
+        return (r["weights"][..., None] * cos).sum(dim=1)
+
+    return map_rays(views, setup, responses, chunk, "3d responses", progress)
 
 
 def click_point_jacobians(model: nn.Module, setup: FieldSetup, views: Views, clicks: list[Click],
@@ -166,5 +159,5 @@ def click_point_jacobians(model: nn.Module, setup: FieldSetup, views: Views, cli
     """Jacobians ``[M, P]`` of the clicked pixels' surface points (rendered depth lifted along the ray)."""
     o, d, near, far = click_rays(views, setup, clicks)
     with torch.no_grad():
-        depth = render_rays(model, o, d, near, far, **sampling(model, setup))["depth"]
+        depth = render_rays(model, o, d, near, far, **setup.sampling(model))["depth"]
         return point_jacobians(model, o + depth[:, None] * d, d, names, channel)

@@ -27,8 +27,7 @@ from priors3d.shaping.jacobian import pixel_jacobians
 from priors3d.shaping.losses import shaping_loss
 from priors3d.shaping.pairs import adaptive_feature_pairs, corrupt_masks, mask_pairs
 from priors3d.shaping.propagate import (argmax_labels, click_jacobians, click_point_jacobians, first_order_responses,
-                                        perturb_responses, prototypes, sampling, view_jacobians, view_rays,
-                                        volume_responses)
+                                        perturb_responses, prototypes, view_jacobians, view_rays, volume_responses)
 
 
 @dataclass(kw_only=True)
@@ -119,19 +118,18 @@ class FieldShaper:
         self.colours = scene.train.images.flatten(1, 2).float()
         self.optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-15)
         self.threshold = cfg.feature_threshold
-        self.sampling = sampling(model, setup)
+        self.sampling = setup.sampling(model)
 
     def step(self, step: int) -> dict[str, float]:
-        cfg, generator, (o, d, near, far) = self.cfg, self.generator, self.rays
-        n_views, n_pix = o.shape[:2]
+        cfg, generator = self.cfg, self.generator
+        n_views, n_pix = self.rays[0].shape[:2]
         v_all = torch.randint(n_views, (cfg.batch_rays,), generator=generator)
         i_all = torch.randint(n_pix, (cfg.batch_rays,), generator=generator)
-        out = render_rays(self.model, o[v_all, i_all], d[v_all, i_all], near[v_all, i_all], far[v_all, i_all],
-                          **self.sampling, generator=generator)
+        out = render_rays(self.model, *(r[v_all, i_all] for r in self.rays), **self.sampling, generator=generator)
         photo = torch.mean((out["rgb"] - self.colours[v_all, i_all]) ** 2)
         view, pix = jacobian_batch(self.masks, n_views, n_pix, cfg, generator)
-        jac = pixel_jacobians(self.model, o[view, pix], d[view, pix], near[view, pix], far[view, pix],
-                              names=cfg.names, channel=cfg.channel, **self.sampling)
+        jac = pixel_jacobians(self.model, *(r[view, pix] for r in self.rays), names=cfg.names, channel=cfg.channel,
+                              **self.sampling)
         if self.masks is None:
             positives, self.threshold = adaptive_feature_pairs(self.features[view, pix], self.threshold)
         else:
@@ -197,29 +195,26 @@ def propagate_labels(model: NeRF, setup: FieldSetup, source, targets, clicks: li
         classes: target Jacobians, reference render) and ``per_class_seconds`` (the rest divided by
         the number of clicked classes).
     """
+    if method not in ("first-order", "perturb", "3d"):
+        raise ValueError(f"method must be 'first-order', 'perturb' or '3d', got {method!r}")
     labels = click_labels(clicks)
     active = torch.bincount(labels, minlength=n_classes) > 0
     start = time.perf_counter()
-    if method == "3d":
-        protos = prototypes(click_point_jacobians(model, setup, source, clicks, names, channel), labels, n_classes)
-    else:
-        protos = prototypes(click_jacobians(model, setup, source, clicks, names, channel), labels, n_classes)
+    click_jacobians_of = click_point_jacobians if method == "3d" else click_jacobians
+    protos = prototypes(click_jacobians_of(model, setup, source, clicks, names, channel), labels, n_classes)
+    shared = 0.0
     if method == "first-order":
         jac = view_jacobians(model, setup, targets, names=names, channel=channel, progress=progress)
         shared = time.perf_counter() - start
         responses = first_order_responses(jac, protos)
     elif method == "perturb":
         responses = perturb_responses(model, setup, targets, protos, sigma, names, channel, progress)
-        shared = 0.0
-    elif method == "3d":
-        responses = volume_responses(model, setup, targets, protos, names=names, channel=channel, progress=progress)
-        shared = 0.0
     else:
-        raise ValueError(f"method must be 'first-order', 'perturb' or '3d', got {method!r}")
+        responses = volume_responses(model, setup, targets, protos, names=names, channel=channel, progress=progress)
     seconds = time.perf_counter() - start
-    n_active = max(int(active.sum()), 1)
     return {"labels": argmax_labels(responses, active, min_response), "responses": responses, "active": active,
-            "seconds": seconds, "shared_seconds": shared, "per_class_seconds": (seconds - shared) / n_active}
+            "seconds": seconds, "shared_seconds": shared,
+            "per_class_seconds": (seconds - shared) / max(int(active.sum()), 1)}
 
 
 def evaluation_clicks(scene: Scene, label_source: str = "semantic", dense: bool = False,

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from priors3d.fields.views import Scene
 from priors3d.runs import save_figure

@@ -59,22 +59,12 @@ class Primitives:
     def stack(parts: list[ScenePart]) -> "Primitives":
         if not parts:
             raise ValueError("a scene needs at least one primitive")
-        f32, i64 = torch.float32, torch.int64
-        col = lambda p: p.color if p.color_b is None else p.color_b  # noqa: E731
-        return Primitives(
-            kind=torch.tensor([p.kind for p in parts], dtype=i64),
-            center=torch.tensor([p.center for p in parts], dtype=f32),
-            size=torch.tensor([p.size for p in parts], dtype=f32),
-            yaw=torch.tensor([p.yaw for p in parts], dtype=f32),
-            color=torch.tensor([p.color for p in parts], dtype=f32),
-            color_b=torch.tensor([col(p) for p in parts], dtype=f32),
-            texture=torch.tensor([p.texture for p in parts], dtype=i64),
-            period=torch.tensor([p.period for p in parts], dtype=f32),
-            axis=torch.tensor([p.axis for p in parts], dtype=i64),
-            emissive=torch.tensor([p.emissive for p in parts], dtype=torch.bool),
-            semantic=torch.tensor([p.semantic for p in parts], dtype=i64),
-            instance=torch.tensor([p.instance for p in parts], dtype=i64),
-        )
+        dtypes = {"kind": torch.int64, "texture": torch.int64, "axis": torch.int64, "emissive": torch.bool,
+                  "semantic": torch.int64, "instance": torch.int64}
+        columns = {f.name: [getattr(p, f.name) for p in parts] for f in fields(Primitives)}
+        columns["color_b"] = [p.color if p.color_b is None else p.color_b for p in parts]
+        return Primitives(**{name: torch.tensor(values, dtype=dtypes.get(name, torch.float32))
+                             for name, values in columns.items()})
 
     def __len__(self) -> int:
         return self.kind.shape[0]
@@ -91,13 +81,9 @@ def to_local(prims: Primitives, points: Tensor, index: Tensor | None = None) -> 
         points: ``[R, 3]``; with ``index`` ``[R]`` each point goes to its own primitive and the
             result is ``[R, 3]``, without it every point goes to every primitive: ``[R, P, 3]``.
     """
-    center, yaw = prims.center, prims.yaw
     if index is not None:
-        center, yaw = center[index], yaw[index]
-        rel = points - center
-    else:
-        rel = points[:, None, :] - center
-    return rotate_z(rel, -yaw)
+        return rotate_z(points - prims.center[index], -prims.yaw[index])
+    return rotate_z(points[:, None, :] - prims.center, -prims.yaw)
 
 
 def rotate_z(vectors: Tensor, angle: Tensor) -> Tensor:

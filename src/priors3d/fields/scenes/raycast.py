@@ -124,12 +124,9 @@ def shade_rays(world: World, origins: Tensor, dirs: Tensor) -> dict[str, Tensor]
         light = world.ambient + (1 - world.ambient) * irradiance(world, points, n)
         emissive = world.prims.emissive[i]
         rgb[hit] = torch.where(emissive[:, None], colour, colour * light[:, None]).clamp(0, 1)
-    return {
-        "rgb": rgb,
-        "t": torch.where(hit, t, 0.0),
-        "semantic": torch.where(hit, world.prims.semantic[index.clamp_min(0)], -1),
-        "instance": torch.where(hit, world.prims.instance[index.clamp_min(0)], -1),
-    }
+    first = index.clamp_min(0)
+    return {"rgb": rgb, "t": torch.where(hit, t, 0.0), "semantic": torch.where(hit, world.prims.semantic[first], -1),
+            "instance": torch.where(hit, world.prims.instance[first], -1)}
 
 
 def render_views(world: World, c2w: Tensor, intrinsics: Tensor, height: int, width: int,
@@ -152,9 +149,5 @@ def render_views(world: World, c2w: Tensor, intrinsics: Tensor, height: int, wid
     starts = tqdm(range(0, origins.shape[0], chunk), desc="ray casting", unit="chunk", disable=not progress)
     parts = [shade_rays(world, origins[s:s + chunk], dirs[s:s + chunk]) for s in starts]
     out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    return {
-        "images": out["rgb"].reshape(*shape, 3),
-        "depth": out["t"].reshape(shape) * z_scale,
-        "semantic": out["semantic"].reshape(shape),
-        "instance": out["instance"].reshape(shape),
-    }
+    return {"images": out["rgb"].reshape(*shape, 3), "depth": out["t"].reshape(shape) * z_scale,
+            "semantic": out["semantic"].reshape(shape), "instance": out["instance"].reshape(shape)}

@@ -90,48 +90,45 @@ class Room:
     far: float
 
 
-def _placed(parts: list[ScenePart], x: float, y: float, yaw: float) -> list[ScenePart]:
-    """Move parts given in an object frame (origin on the floor) to ``(x, y)`` turned by ``yaw``."""
+def _placed(parts: list[ScenePart], x: float, y: float, yaw: float, instance: int) -> list[ScenePart]:
+    """Move parts given in an object frame (origin on the floor) to ``(x, y)`` turned by ``yaw``; label them
+    ``instance``."""
     c, s = math.cos(yaw), math.sin(yaw)
-    out = []
     for p in parts:
         px, py, pz = p.center
-        p.center = (x + c * px - s * py, y + s * px + c * py, pz)
-        p.yaw = p.yaw + yaw
-        out.append(p)
-    return out
+        p.center, p.yaw, p.instance = (x + c * px - s * py, y + s * px + c * py, pz), p.yaw + yaw, instance
+    return parts
 
 
-def _table(inst: int, color, rng: np.random.Generator) -> tuple[list[ScenePart], float, float]:
+def _table(color, rng: np.random.Generator) -> tuple[list[ScenePart], float, float]:
     w, d, h = rng.uniform(0.8, 1.1), rng.uniform(0.55, 0.7), rng.uniform(0.70, 0.76)
-    top = ScenePart(BOX, (0, 0, h - 0.02), (w / 2, d / 2, 0.02), TABLE, inst, color, tuple(0.8 * c for c in color),
-               STRIPES, 0.18, 0)
+    top = ScenePart(BOX, (0, 0, h - 0.02), (w / 2, d / 2, 0.02), TABLE, -1, color, tuple(0.8 * c for c in color),
+                    STRIPES, 0.18, 0)
     legs = [ScenePart(BOX, (sx * (w / 2 - 0.05), sy * (d / 2 - 0.05), (h - 0.04) / 2), (0.03, 0.03, (h - 0.04) / 2),
-                 TABLE, inst, color) for sx in (-1, 1) for sy in (-1, 1)]
+                      TABLE, -1, color) for sx in (-1, 1) for sy in (-1, 1)]
     return [top] + legs, math.hypot(w, d) / 2, h
 
 
-def _chair(inst: int, color) -> list[ScenePart]:
+def _chair(color) -> list[ScenePart]:
     seat, h = 0.22, 0.45
     legs = [ScenePart(BOX, (sx * (seat - 0.03), sy * (seat - 0.03), (h - 0.03) / 2), (0.02, 0.02, (h - 0.03) / 2),
-                 CHAIR, inst, color) for sx in (-1, 1) for sy in (-1, 1)]
-    return legs + [ScenePart(BOX, (0, 0, h - 0.015), (seat, seat, 0.03), CHAIR, inst, color),
-                   ScenePart(BOX, (-seat + 0.02, 0, h + 0.25), (0.02, seat, 0.22), CHAIR, inst, color)]
+                      CHAIR, -1, color) for sx in (-1, 1) for sy in (-1, 1)]
+    return legs + [ScenePart(BOX, (0, 0, h - 0.015), (seat, seat, 0.03), CHAIR, -1, color),
+                   ScenePart(BOX, (-seat + 0.02, 0, h + 0.25), (0.02, seat, 0.22), CHAIR, -1, color)]
 
 
-def _shelf(inst: int, color, rng: np.random.Generator) -> tuple[list[ScenePart], float, float]:
+def _shelf(color, rng: np.random.Generator) -> tuple[list[ScenePart], float, float]:
     w, d, h = rng.uniform(0.7, 1.0), 0.32, rng.uniform(1.3, 1.7)
-    parts = [ScenePart(BOX, (0, sy * (w / 2 - 0.015), h / 2), (d / 2, 0.015, h / 2), SHELF, inst, color) for sy in (-1, 1)]
-    parts.append(ScenePart(BOX, (-d / 2 + 0.01, 0, h / 2), (0.01, w / 2, h / 2), SHELF, inst, color))
-    for z in np.linspace(0.05, h - 0.02, 4):
-        parts.append(ScenePart(BOX, (0, 0, float(z)), (d / 2, w / 2 - 0.03, 0.02), SHELF, inst, color))
-    return parts, d, w
+    boxes = [((0, sy * (w / 2 - 0.015), h / 2), (d / 2, 0.015, h / 2)) for sy in (-1, 1)]
+    boxes.append(((-d / 2 + 0.01, 0, h / 2), (0.01, w / 2, h / 2)))
+    boxes += [((0, 0, float(z)), (d / 2, w / 2 - 0.03, 0.02)) for z in np.linspace(0.05, h - 0.02, 4)]
+    return [ScenePart(BOX, center, half, SHELF, -1, color) for center, half in boxes], d, w
 
 
-def _lamp(inst: int) -> list[ScenePart]:
-    return [ScenePart(CYLINDER, (0, 0, 0.02), (0.15, 0.15, 0.02), LAMP, inst, GREY),
-            ScenePart(CYLINDER, (0, 0, 0.72), (0.02, 0.02, 0.7), LAMP, inst, GREY),
-            ScenePart(CYLINDER, (0, 0, 1.5), (0.17, 0.17, 0.13), LAMP, inst, (1.0, 0.93, 0.75), emissive=True)]
+def _lamp() -> list[ScenePart]:
+    return [ScenePart(CYLINDER, (0, 0, 0.02), (0.15, 0.15, 0.02), LAMP, -1, GREY),
+            ScenePart(CYLINDER, (0, 0, 0.72), (0.02, 0.02, 0.7), LAMP, -1, GREY),
+            ScenePart(CYLINDER, (0, 0, 1.5), (0.17, 0.17, 0.13), LAMP, -1, (1.0, 0.93, 0.75), emissive=True)]
 
 
 def _shell(size, rng: np.random.Generator) -> list[ScenePart]:
@@ -139,7 +136,8 @@ def _shell(size, rng: np.random.Generator) -> list[ScenePart]:
     X, Y, Z = size[0] / 2, size[1] / 2, size[2]
     t = 0.1
     floor_b = (0.55, 0.50, 0.45) if rng.random() < 0.5 else WOOD
-    parts = [ScenePart(BOX, (0, 0, -t), (X + 2 * t, Y + 2 * t, t), FLOOR, 0, (0.42, 0.38, 0.34), floor_b, CHECKER, 1.0),
+    parts = [ScenePart(BOX, (0, 0, -t), (X + 2 * t, Y + 2 * t, t), FLOOR, 0, (0.42, 0.38, 0.34), floor_b, CHECKER,
+                       1.0),
              ScenePart(BOX, (0, 0, Z + t), (X + 2 * t, Y + 2 * t, t), CEILING, 1, WHITE)]
     base = np.array(WALL_COLORS[rng.integers(len(WALL_COLORS))])
     walls = [((-X - t, 0, Z / 2), (t, Y + 2 * t, Z / 2 + 2 * t)), ((X + t, 0, Z / 2), (t, Y + 2 * t, Z / 2 + 2 * t)),
@@ -158,6 +156,12 @@ def _on_wall(wall: int, along: float, z: float, half_w: float, half_h: float, si
         return (x, along, z), (depth, half_w, half_h)
     y = (-Y if wall == 2 else Y) + (depth if wall == 2 else -depth)
     return (along, y, z), (half_w, depth, half_h)
+
+
+def _two_colors(rng: np.random.Generator) -> tuple[tuple, tuple]:
+    """Two different colours of ``CHAIR_COLORS``."""
+    a, b = rng.choice(len(CHAIR_COLORS), 2, replace=False)
+    return CHAIR_COLORS[a], CHAIR_COLORS[b]
 
 
 class _Floorplan:
@@ -208,53 +212,47 @@ def build_parts(cfg: RoomConfig) -> tuple[list[ScenePart], list[str]]:
 
     plan = _Floorplan(cfg.size, clear=1.0, rng=rng)
     wood = WOOD if rng.random() < 0.5 else DARK_WOOD
-    shelf_parts, depth, width = _shelf(0, wood, rng)
+    shelf_parts, depth, width = _shelf(wood, rng)
     if (shelf_spot := plan.against_wall(depth, width)) is not None:
-        inst = new("shelf")
-        for p in shelf_parts:
-            p.instance = inst
-        parts += _placed(shelf_parts, *shelf_spot[:3])
-    table_parts, radius, table_h = _table(0, wood, rng)
-    table_xy = plan.place(radius)
-    if table_xy is not None:
-        inst, yaw = new("table"), rng.uniform(0, math.pi)
-        for p in table_parts:
-            p.instance = inst
-        parts += _placed(table_parts, *table_xy, yaw)
+        parts += _placed(shelf_parts, *shelf_spot[:3], new("shelf"))
+    table_parts, radius, table_h = _table(wood, rng)
+    if (table_xy := plan.place(radius)) is not None:
+        parts += _placed(table_parts, *table_xy, rng.uniform(0, math.pi), new("table"))
     for color in [CHAIR_COLORS[i] for i in rng.permutation(len(CHAIR_COLORS))[:cfg.n_chairs]]:
         if (xy := plan.place(0.33)) is not None:
-            parts += _placed(_chair(new("chair"), color), *xy, rng.uniform(0, 2 * math.pi))
+            parts += _placed(_chair(color), *xy, rng.uniform(0, 2 * math.pi), new("chair"))
     if (xy := plan.place(0.2)) is not None:
-        parts += _placed(_lamp(new("lamp")), *xy, 0.0)
+        parts += _placed(_lamp(), *xy, 0.0, new("lamp"))
     for _ in range(cfg.n_boxes):
         s = rng.uniform(0.1, 0.22)
         if (xy := plan.place(s * math.sqrt(2))) is not None:
             if rng.random() < 0.5:
                 look = dict(color=CARDBOARD)
             else:
-                a, b = rng.choice(len(CHAIR_COLORS), 2, replace=False)
-                look = dict(color=CHAIR_COLORS[a], color_b=CHAIR_COLORS[b], texture=CHECKER, period=0.25)
-            parts += _placed([ScenePart(BOX, (0, 0, s), (s, s, s), BOX_, new("box"), **look)], *xy, rng.uniform(0, math.pi))
+                a, b = _two_colors(rng)
+                look = dict(color=a, color_b=b, texture=CHECKER, period=0.25)
+            box = ScenePart(BOX, (0, 0, s), (s, s, s), BOX_, -1, **look)
+            parts += _placed([box], *xy, rng.uniform(0, math.pi), new("box"))
     for k in range(cfg.n_balls):
         r = rng.uniform(0.09, 0.15)
-        a, b = rng.choice(len(CHAIR_COLORS), 2, replace=False)
-        look = dict(color=CHAIR_COLORS[a], color_b=CHAIR_COLORS[b], texture=STRIPES, period=0.18, axis=2)
+        a, b = _two_colors(rng)
         if k == 0 and table_xy is not None:
             spot, z = (table_xy[0], table_xy[1]), table_h + r
         else:
             spot, z = plan.place(r), r
         if spot is not None:
-            parts.append(ScenePart(SPHERE, (spot[0], spot[1], z), (r, r, r), BALL, new("ball"), **look))
+            parts.append(ScenePart(SPHERE, (spot[0], spot[1], z), (r, r, r), BALL, new("ball"), a, b, STRIPES, 0.18,
+                                   axis=2))
     walls = rng.permutation(4)
     window_wall = int(walls[0]) if shelf_spot is None or walls[0] != shelf_spot[3] else int(walls[1])
     center, half = _on_wall(window_wall, rng.uniform(-0.8, 0.8), 1.55, 0.5, 0.4, cfg.size)
     parts.append(ScenePart(BOX, center, half, WINDOW, new("window"), (0.75, 0.88, 1.0), emissive=True))
     for wall in [int(w) for w in walls if w != window_wall][:2]:
-        a, b = rng.choice(len(CHAIR_COLORS), 2, replace=False)
+        a, b = _two_colors(rng)
         center, half = _on_wall(wall, rng.uniform(-1.0, 1.0), rng.uniform(1.3, 1.7), 0.3, 0.22, cfg.size)
         texture = CHECKER if rng.random() < 0.5 else STRIPES
-        parts.append(ScenePart(BOX, center, half, PICTURE, new("picture"), CHAIR_COLORS[a], CHAIR_COLORS[b], texture, 0.2,
-                          axis=1 if wall < 2 else 0))
+        parts.append(ScenePart(BOX, center, half, PICTURE, new("picture"), a, b, texture, 0.2,
+                               axis=1 if wall < 2 else 0))
     return parts, names
 
 
@@ -268,33 +266,24 @@ def _look_at(position: Tensor, target: Tensor) -> Tensor:
     return c2w
 
 
-def trajectory(cfg: RoomConfig) -> tuple[Tensor, Tensor]:
-    """Cameras on an ellipse around the room centre, looking across the room and down, height and yaw varying.
-
-    Returns:
-        c2w ``[V, 4, 4]`` (OpenGL axes) and intrinsics ``[V, 4]`` ``(fx, fy, cx, cy)``.
-    """
+def trajectory(cfg: RoomConfig) -> Tensor:
+    """Cameras ``c2w [V, 4, 4]`` (OpenGL axes) on an ellipse around the room centre, looking across the room and
+    down, height and yaw varying."""
     theta = torch.arange(cfg.n_views, dtype=torch.float64) * (2 * math.pi / cfg.n_views)
     pos = torch.stack([0.6 * torch.cos(theta), 0.45 * torch.sin(theta), 1.35 + 0.2 * torch.sin(3 * theta)], -1)
     yaw = theta + math.pi + 0.4 * torch.sin(3 * theta)  # across the room, swinging left and right
     pitch = -0.28 + 0.1 * torch.sin(4 * theta + 1)
     forward = torch.stack([pitch.cos() * yaw.cos(), pitch.cos() * yaw.sin(), pitch.sin()], -1)
-    f = 0.5 * cfg.width / math.tan(math.radians(cfg.fov_deg) / 2)
-    intrinsics = torch.tensor([[f, f, cfg.width / 2, cfg.height / 2]]).repeat(cfg.n_views, 1)
-    return _look_at(pos, pos + forward).float(), intrinsics.float()
+    return _look_at(pos, pos + forward).float()
 
 
-def overview_cameras(cfg: RoomConfig) -> tuple[Tensor, Tensor]:
-    """Four wide cameras, one per corner at 1.2 m, looking at the opposite side: ``c2w [4, 4, 4]``, ``[4, 4]``."""
+def overview_cameras(cfg: RoomConfig) -> Tensor:
+    """Four cameras ``c2w [4, 4, 4]``, one per corner at 1.2 m, looking at the opposite side."""
     X, Y = cfg.size[0] / 2, cfg.size[1] / 2
-    corners = torch.tensor([[sx, sy] for sx in (-1.0, 1.0) for sy in (-1.0, 1.0)], dtype=torch.float64)
-    position = torch.cat([corners * torch.tensor([X - 0.2, Y - 0.2], dtype=torch.float64),
-                          torch.full((4, 1), 1.2, dtype=torch.float64)], dim=1)
-    target = torch.cat([-corners * torch.tensor([X / 2, Y / 2], dtype=torch.float64),
-                        torch.full((4, 1), 1.0, dtype=torch.float64)], dim=1)
-    f = 0.5 * cfg.width / math.tan(math.radians(cfg.overview_fov_deg) / 2)
-    intrinsics = torch.tensor([[f, f, cfg.width / 2, cfg.height / 2]]).repeat(4, 1)
-    return _look_at(position, target).float(), intrinsics.float()
+    corners = [(sx, sy) for sx in (-1.0, 1.0) for sy in (-1.0, 1.0)]
+    position = torch.tensor([[sx * (X - 0.2), sy * (Y - 0.2), 1.2] for sx, sy in corners], dtype=torch.float64)
+    target = torch.tensor([[-sx * (X / 2), -sy * (Y / 2), 1.0] for sx, sy in corners], dtype=torch.float64)
+    return _look_at(position, target).float()
 
 
 def build_room(cfg: RoomConfig) -> Room:
@@ -304,19 +293,19 @@ def build_room(cfg: RoomConfig) -> Room:
                          f"got {cfg}")
     parts, names = build_parts(cfg)
     prims = Primitives.stack(parts)
-    instance_classes = [0] * len(names)
-    for p in parts:
-        instance_classes[p.instance] = p.semantic
+    classes = {p.instance: p.semantic for p in parts}
+    instance_classes = [classes.get(i, 0) for i in range(len(names))]
     X, Y, Z = cfg.size[0] / 2, cfg.size[1] / 2, cfg.size[2]
     noise = torch.rand(12, 12, 12, generator=torch.Generator().manual_seed(cfg.seed))
     world = World(prims, light_center=torch.tensor([0.0, 0.0, Z - 0.15]), light_size=0.6,
                   light_samples=cfg.light_samples, ambient=cfg.ambient, noise=noise,
                   noise_box=torch.tensor([[-X, -Y, 0.0], [X, Y, Z]]),
                   occluders=prims.select(prims.instance >= 6))  # instances 0..5: floor, ceiling, walls
-    c2w, intrinsics = trajectory(cfg)
-    if cfg.overview_fov_deg > 0:
-        extra_c2w, extra_intrinsics = overview_cameras(cfg)
-        c2w, intrinsics = torch.cat([c2w, extra_c2w]), torch.cat([intrinsics, extra_intrinsics])
+    c2w, fovs = trajectory(cfg), [cfg.fov_deg] * cfg.n_views
+    if cfg.overview_fov_deg > 0:  # four wide training cameras
+        c2w, fovs = torch.cat([c2w, overview_cameras(cfg)]), fovs + [cfg.overview_fov_deg] * 4
+    focal = [0.5 * cfg.width / math.tan(math.radians(fov) / 2) for fov in fovs]
+    intrinsics = torch.tensor([[f, f, cfg.width / 2, cfg.height / 2] for f in focal])
     aabb = torch.tensor([[-X, -Y, 0.0], [X, Y, Z]]) + torch.tensor([[-0.05], [0.05]])
     far = math.sqrt((2 * X) ** 2 + (2 * Y) ** 2 + Z**2) + 0.1
     return Room(cfg, world, c2w, intrinsics, instance_classes, names, aabb, near=0.05, far=far)

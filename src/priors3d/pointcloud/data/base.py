@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from typing import Callable
@@ -118,6 +119,13 @@ def check_finite(array: np.ndarray, where: str) -> None:
     if not finite.all():
         raise ValueError(f"{where} {int(np.flatnonzero(~finite)[0])} holds NaN or infinite values "
                          f"({int((~finite).sum())} of {len(array)} such); expected finite numbers")
+
+
+def global_part_ids(counts: dict[str, int]) -> dict[str, list[int]]:
+    """Consecutive global part ids per category from its part count: ``{"a": 2, "b": 1}`` → ``{"a": [0, 1],
+    "b": [2]}``."""
+    ends = itertools.accumulate(counts.values())
+    return {name: list(range(end - count, end)) for (name, count), end in zip(counts.items(), ends)}
 
 
 def cache_key(config: dict) -> str:

@@ -48,10 +48,9 @@ class ModelNet40H5(PointCloudDataset):
                 raise FileNotFoundError(f"missing {path} (listed as {entry!r} in {root / f'{split}_files.txt'})")
             try:
                 with h5py.File(path, "r") as f:
-                    for key in ("data", "label"):
-                        if key not in f:
-                            raise ValueError(f"{path}: expected datasets 'data' [n, P, 3] and 'label' [n, 1], "
-                                             f"found {sorted(f.keys())}")
+                    if not {"data", "label"} <= f.keys():
+                        raise ValueError(f"{path}: expected datasets 'data' [n, P, 3] and 'label' [n, 1], "
+                                         f"found {sorted(f.keys())}")
                     data, label = np.asarray(f["data"], dtype=np.float32), np.asarray(f["label"]).reshape(-1)
                     if data.ndim != 3 or data.shape[2] != 3 or len(label) != len(data):
                         raise ValueError(f"{path}: expected 'data' [n, P, 3] and 'label' [n, 1], "

@@ -110,31 +110,21 @@ class Frustum:
             raise ValueError(f"Frustum needs radii >= 0 (one > 0) and half_height > 0, got {self}")
 
     @property
-    def slant(self) -> float:
-        return math.hypot(self.r0 - self.r1, 2 * self.half_height)
-
-    @property
     def part_areas(self) -> np.ndarray:
         """Areas of the side, the bottom cap and the top cap."""
-        return np.array([np.pi * (self.r0 + self.r1) * self.slant, np.pi * self.r0**2, np.pi * self.r1**2])
+        slant = math.hypot(self.r0 - self.r1, 2 * self.half_height)
+        return np.array([np.pi * (self.r0 + self.r1) * slant, np.pi * self.r0**2, np.pi * self.r1**2])
 
     @property
     def area(self) -> float:
         return float(self.part_areas.sum())
-
-    def radius_at(self, z: np.ndarray) -> np.ndarray:
-        h = self.half_height
-        return self.r0 + (self.r1 - self.r0) * (z + h) / (2 * h)
 
     def sample(self, n, rng):
         r0, r1, h = self.r0, self.r1, self.half_height
         m, m0, m1 = rng.multinomial(n, self.part_areas / self.part_areas.sum())
         # The side's area density along z grows with the radius: invert the CDF of r^2.
         u = rng.random(m)
-        if abs(r1 - r0) < 1e-12 * max(r0, r1):
-            t = u
-        else:
-            t = (np.sqrt(r0**2 + u * (r1**2 - r0**2)) - r0) / (r1 - r0)
+        t = u if abs(r1 - r0) < 1e-12 * max(r0, r1) else (np.sqrt(r0**2 + u * (r1**2 - r0**2)) - r0) / (r1 - r0)
         radius = r0 + (r1 - r0) * t
         phi = rng.random(m) * 2 * np.pi
         c, s = np.cos(phi), np.sin(phi)
@@ -146,9 +136,9 @@ class Frustum:
         return points, normals
 
     def contains(self, points):
-        z = points[:, 2]
+        z, h = points[:, 2], self.half_height
         rho = np.hypot(points[:, 0], points[:, 1])
-        return (np.abs(z) <= self.half_height) & (rho <= self.radius_at(z))
+        return (np.abs(z) <= h) & (rho <= self.r0 + (self.r1 - self.r0) * (z + h) / (2 * h))
 
 
 def cylinder(radius: float, half_height: float) -> Frustum:
@@ -192,9 +182,8 @@ class Ellipsoid:
         def propose(m, rng):
             u = rng.standard_normal((m, 3))
             u /= np.linalg.norm(u, axis=1, keepdims=True)
-            stretch = np.linalg.norm(u / radii, axis=1)
-            keep = rng.random(m) < stretch * radii.min()
-            normals = u / radii
+            normals = u / radii  # the stretch of the map u -> radii * u is |u / radii|
+            keep = rng.random(m) < np.linalg.norm(normals, axis=1) * radii.min()
             return u * radii, normals / np.linalg.norm(normals, axis=1, keepdims=True), keep
 
         return _rejection(n, rng, propose, accept_rate=radii.min() / radii.max())
@@ -267,11 +256,9 @@ class Part:
     rotation: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(3))
     translation: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3))
 
-    def to_local(self, points: np.ndarray) -> np.ndarray:
-        return (points - self.translation) @ self.rotation.T
-
     def contains(self, points: np.ndarray) -> np.ndarray:
-        return self.primitive.contains(self.to_local(points))
+        """``[M, 3]`` world points -> ``[M]`` bool: inside the placed primitive."""
+        return self.primitive.contains((points - self.translation) @ self.rotation.T)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -286,15 +273,6 @@ class Shape:
         if not self.parts:
             raise ValueError("a Shape needs at least one Part")
 
-    @property
-    def areas(self) -> np.ndarray:
-        """``[P]`` area of each part's primitive (hidden portions included)."""
-        return np.array([p.primitive.area for p in self.parts])
-
-    @property
-    def part_ids(self) -> np.ndarray:
-        return np.array([p.part for p in self.parts])
-
     def sample_surface(self, n: int, rng: np.random.Generator | int | torch.Generator):
         """Area-uniform samples of the union's boundary, in normalised coordinates.
 
@@ -305,7 +283,8 @@ class Shape:
 
     def sample_raw(self, n: int, rng: np.random.Generator):
         """:meth:`sample_surface` before normalisation."""
-        areas = self.areas
+        areas = np.array([p.primitive.area for p in self.parts])  # [P], hidden portions included
+        part_ids = np.array([p.part for p in self.parts])
         points, normals, parts, have = [], [], [], 0
         visible = 1.0
         while have < n:
@@ -331,7 +310,7 @@ class Shape:
             visible = max(len(keep) / m, 0.05)
             points.append(p[keep])
             normals.append(q[keep])
-            parts.append(np.repeat(self.part_ids, counts)[keep])
+            parts.append(np.repeat(part_ids, counts)[keep])
             have += len(keep)
         return np.concatenate(points)[:n], np.concatenate(normals)[:n], np.concatenate(parts)[:n].astype(np.int64)
 
@@ -350,8 +329,7 @@ class Shape:
 
     def normalized(self, rng: np.random.Generator | int, n_reference: int = 2048) -> Shape:
         """This shape normalised by :meth:`normalized_by` on ``n_reference`` raw surface samples."""
-        points, _, _ = self.sample_raw(n_reference, as_numpy_rng(rng))
-        return self.normalized_by(points)
+        return self.normalized_by(self.sample_raw(n_reference, as_numpy_rng(rng))[0])
 
     def normalized_by(self, raw_points: np.ndarray) -> Shape:
         """Centred on the bounding-box centre of ``raw_points [M, 3]`` and scaled so that their

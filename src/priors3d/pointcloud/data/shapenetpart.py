@@ -15,23 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from priors3d.pointcloud.data.base import PointCloudDataset, load_text_points, read_lines
+from priors3d.pointcloud.data.base import PointCloudDataset, global_part_ids, load_text_points, read_lines
 
 _PART_COUNTS = {
     "Airplane": 4, "Bag": 2, "Cap": 2, "Car": 4, "Chair": 4, "Earphone": 3, "Guitar": 3, "Knife": 2,
     "Lamp": 4, "Laptop": 2, "Motorbike": 6, "Mug": 2, "Pistol": 3, "Rocket": 3, "Skateboard": 3, "Table": 3,
 }
 
-
-def _table() -> dict[str, list[int]]:
-    table, start = {}, 0
-    for name, count in _PART_COUNTS.items():
-        table[name] = list(range(start, start + count))
-        start += count
-    return table
-
-
-SEG_CLASSES: dict[str, list[int]] = _table()
+SEG_CLASSES: dict[str, list[int]] = global_part_ids(_PART_COUNTS)
 SPLIT_FILES = {"train": ["train"], "val": ["val"], "test": ["test"], "trainval": ["train", "val"]}
 
 

@@ -12,6 +12,7 @@ Joints overlap (a leg reaches into the seat); the sampler keeps only the union's
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from priors3d.pointcloud.data.base import PointCloudDataset, cache_key, cached_arrays
+from priors3d.pointcloud.data.base import PointCloudDataset, cache_key, cached_arrays, global_part_ids
 from priors3d.pointcloud.data.primitives import (
     Box,
     Ellipsoid,
@@ -27,6 +28,7 @@ from priors3d.pointcloud.data.primitives import (
     Part,
     Shape,
     Torus,
+    as_numpy_rng,
     frame_from_z,
     rotation_about,
 )
@@ -34,37 +36,7 @@ from priors3d.pointcloud.data.primitives import (
 # Bump when the generators change so that stale caches are not reused.
 VERSION = 2
 
-CATEGORIES: dict[str, tuple[str, ...]] = {
-    "airplane": ("body", "wing", "tail", "engine"),
-    "bed": ("frame", "mattress", "board", "pillow"),
-    "bench": ("seat", "leg", "back"),
-    "bottle": ("body", "neck", "cap"),
-    "car": ("body", "cabin", "wheel"),
-    "chair": ("seat", "back", "leg", "arm"),
-    "guitar": ("body", "neck", "head"),
-    "lamp": ("base", "pole", "shade"),
-    "mug": ("body", "handle"),
-    "rocket": ("body", "nose", "fin"),
-    "shelf": ("side", "board", "back"),
-    "sofa": ("base", "cushion", "back", "arm"),
-    "stool": ("seat", "leg", "footrest"),
-    "table": ("top", "leg", "shelf"),
-    "vase": ("body", "neck", "handle"),
-}
-
-
-def _seg_classes() -> dict[str, list[int]]:
-    table, start = {}, 0
-    for name, parts in CATEGORIES.items():
-        table[name] = list(range(start, start + len(parts)))
-        start += len(parts)
-    return table
-
-
-SEG_CLASSES: dict[str, list[int]] = _seg_classes()
-PART_NAMES: list[str] = [f"{c}/{p}" for c, parts in CATEGORIES.items() for p in parts]
 SPLITS = {"train": 0, "test": 1}
-CATEGORY_INDEX = {name: i for i, name in enumerate(CATEGORIES)}
 
 
 # --- placing primitives -------------------------------------------------------------------------
@@ -105,11 +77,11 @@ def _corners(a: float, b: float):
 
 
 # --- categories ---------------------------------------------------------------------------------
-# Each generator takes a NumPy generator and the category's global part ids; units are roughly metres.
+# A generator takes a NumPy generator, its ``uniform`` method (``u``, the most frequent draw) and one global part
+# id per part of its category, each parameter named after its part (CATEGORIES reads the part names, in label
+# order, from these signatures); units are roughly metres.
 
-def _chair(rng, ids):
-    seat, back, leg, arm = ids
-    u = rng.uniform
+def _chair(rng, u, seat, back, leg, arm):
     w, d, t, hs = u(0.40, 0.60), u(0.38, 0.58), u(0.03, 0.08), u(0.38, 0.50)
     parts = [box(seat, (0, 0, hs), (w, d, t))]
     style = rng.choice(["square", "round", "pedestal"], p=[0.45, 0.3, 0.25])
@@ -147,9 +119,7 @@ def _chair(rng, ids):
     return parts
 
 
-def _table(rng, ids):
-    top, leg, shelf = ids
-    u = rng.uniform
+def _table(rng, u, top, leg, shelf):
     h, t = u(0.4, 1.0), u(0.03, 0.08)
     if rng.random() < 0.3:
         r = u(0.3, 0.65)
@@ -187,9 +157,7 @@ def _table(rng, ids):
     return parts
 
 
-def _stool(rng, ids):
-    seat, leg, footrest = ids
-    u = rng.uniform
+def _stool(rng, u, seat, leg, footrest):
     h, r, t = u(0.35, 0.85), u(0.14, 0.26), u(0.03, 0.07)
     if rng.random() < 0.7:
         parts = [rod(seat, (0, 0, h - t), (0, 0, h), r)]
@@ -208,9 +176,7 @@ def _stool(rng, ids):
     return parts
 
 
-def _lamp(rng, ids):
-    base, pole, shade = ids
-    u = rng.uniform
+def _lamp(rng, u, base, pole, shade):
     rb, hb, hp = u(0.08, 0.18), u(0.02, 0.06), u(0.2, 0.9)
     if rng.random() < 0.7:
         parts = [rod(base, (0, 0, 0), (0, 0, hb), rb)]
@@ -237,9 +203,7 @@ def _lamp(rng, ids):
     return parts
 
 
-def _bottle(rng, ids):
-    body, neck, cap = ids
-    u = rng.uniform
+def _bottle(rng, u, body, neck, cap):
     rb, hbody = u(0.05, 0.16), u(0.15, 0.5)
     r_top = rb * (u(0.75, 0.95) if rng.random() < 0.3 else 1.0)
     rn, hsh, hn = u(0.02, 0.045), u(0.02, 0.15), u(0.04, 0.15)
@@ -253,9 +217,7 @@ def _bottle(rng, ids):
     return parts
 
 
-def _mug(rng, ids):
-    body, handle = ids
-    u = rng.uniform
+def _mug(rng, u, body, handle):
     r, h = u(0.07, 0.13), u(0.12, 0.28)
     r_bottom = r * (u(0.8, 1.0) if rng.random() < 0.4 else 1.0)
     major = h * u(0.22, 0.38)
@@ -265,9 +227,7 @@ def _mug(rng, ids):
             ring(handle, (r_bottom + major * u(0.15, 0.5), 0, zc), major, minor, axis=(0, 1, 0))]
 
 
-def _rocket(rng, ids):
-    body, nose, fin = ids
-    u = rng.uniform
+def _rocket(rng, u, body, nose, fin):
     r, length, hn = u(0.05, 0.14), u(0.4, 1.0), u(0.1, 0.3)
     parts = [rod(body, (0, 0, 0), (0, 0, length), r)]
     if rng.random() < 0.7:
@@ -292,18 +252,11 @@ def _rocket(rng, ids):
 
 def _wing(part, root, span, chord, thickness, sweep):
     """Two half-wings from ``root`` along ±y, swept back by ``sweep`` radians."""
-    halves = []
-    for side in (-1, 1):
-        a = side * sweep
-        direction = np.array([-np.sin(sweep), side * np.cos(sweep), 0])
-        halves.append(box(part, np.asarray(root) + direction * span / 4, (chord, span / 2, thickness),
-                          rotation_about("z", a)))
-    return halves
+    return [box(part, np.asarray(root) + np.array([-np.sin(sweep), side * np.cos(sweep), 0]) * span / 4,
+                (chord, span / 2, thickness), rotation_about("z", side * sweep)) for side in (-1, 1)]
 
 
-def _airplane(rng, ids):
-    body, wing, tail, engine = ids
-    u = rng.uniform
+def _airplane(rng, u, body, wing, tail, engine):
     length = u(0.8, 1.2)
     rf = length * u(0.035, 0.06)
     front, back = 0.3 * length, -0.3 * length
@@ -333,9 +286,7 @@ def _airplane(rng, ids):
     return parts
 
 
-def _car(rng, ids):
-    body, cabin, wheel = ids
-    u = rng.uniform
+def _car(rng, u, body, cabin, wheel):
     length = u(0.8, 1.2)
     width, height, rw = length * u(0.38, 0.5), length * u(0.12, 0.2), length * u(0.06, 0.1)
     zb = rw * u(0.5, 0.9)
@@ -354,9 +305,7 @@ def _car(rng, ids):
     return parts
 
 
-def _guitar(rng, ids):
-    body, neck, head = ids
-    u = rng.uniform
+def _guitar(rng, u, body, neck, head):
     a1, tb = u(0.17, 0.22), u(0.04, 0.06)
     c1 = a1 * u(0.9, 1.15)
     if rng.random() < 0.6:
@@ -380,9 +329,7 @@ def _guitar(rng, ids):
     return parts
 
 
-def _bed(rng, ids):
-    frame, mattress, board, pillow = ids
-    u = rng.uniform
+def _bed(rng, u, frame, mattress, board, pillow):
     length, width, hf, lift = u(1.8, 2.2), u(0.9, 1.9), u(0.15, 0.35), u(0.05, 0.2)
     lt = u(0.05, 0.1)
     parts = [box(frame, (x, y, (lift + 0.01) / 2), (lt, lt, lift + 0.01))
@@ -407,9 +354,7 @@ def _bed(rng, ids):
     return parts
 
 
-def _shelf(rng, ids):
-    side, board, back = ids
-    u = rng.uniform
+def _shelf(rng, u, side, board, back):
     height, width, depth, ts = u(0.5, 2.0), u(0.5, 1.5), u(0.25, 0.45), u(0.015, 0.04)
     parts = [box(side, (sx * (width / 2 - ts / 2), 0, height / 2), (ts, depth, height)) for sx in (-1, 1)]
     count, tb = int(rng.integers(2, 7)), ts * u(0.8, 1.5)
@@ -418,8 +363,7 @@ def _shelf(rng, ids):
     gap = (levels[1] - levels[0]) if count > 1 else 0
     levels[1:-1] += rng.uniform(-0.15, 0.15, count - 2) * gap
     bd = depth * u(0.85, 0.97)
-    for z in levels:
-        parts.append(box(board, (0, -(depth - bd) / 2, z), (width - 2 * ts + 0.01, bd, tb)))
+    parts += [box(board, (0, -(depth - bd) / 2, z), (width - 2 * ts + 0.01, bd, tb)) for z in levels]
     if rng.random() < 0.5:
         tk = u(0.005, 0.015)
         parts.append(box(back, (0, depth / 2 - tk / 2 - 0.003, height / 2), (width - 0.005, tk, height - 0.005)))
@@ -429,9 +373,7 @@ def _shelf(rng, ids):
     return parts
 
 
-def _bench(rng, ids):
-    seat, leg, back = ids
-    u = rng.uniform
+def _bench(rng, u, seat, leg, back):
     length, depth, t, h = u(0.9, 1.8), u(0.3, 0.5), u(0.03, 0.08), u(0.38, 0.5)
     if rng.random() < 0.6:
         parts = [box(seat, (0, 0, h - t / 2), (length, depth, t))]
@@ -459,9 +401,7 @@ def _bench(rng, ids):
     return parts
 
 
-def _sofa(rng, ids):
-    base, cushion, back, arm = ids
-    u = rng.uniform
+def _sofa(rng, u, base, cushion, back, arm):
     length, depth, hb, lift = u(1.2, 2.4), u(0.7, 1.0), u(0.15, 0.3), u(0.0, 0.15)
     parts = []
     if lift > 0.03:
@@ -488,9 +428,7 @@ def _sofa(rng, ids):
     return parts
 
 
-def _vase(rng, ids):
-    body, neck, handle = ids
-    u = rng.uniform
+def _vase(rng, u, body, neck, handle):
     r0, rmax, h = u(0.04, 0.1), u(0.08, 0.18), u(0.2, 0.5)
     rn, waist = rmax * u(0.25, 0.6), h * u(0.3, 0.7)
     if rng.random() < 0.4:
@@ -514,46 +452,44 @@ GENERATORS = {
     "guitar": _guitar, "lamp": _lamp, "mug": _mug, "rocket": _rocket, "shelf": _shelf, "sofa": _sofa,
     "stool": _stool, "table": _table, "vase": _vase,
 }
+# The categories in label order, each with its part names: its generator's parameters after ``rng`` and ``u``.
+CATEGORIES: dict[str, tuple[str, ...]] = {name: tuple(inspect.signature(make).parameters)[2:]
+                                          for name, make in GENERATORS.items()}
+SEG_CLASSES: dict[str, list[int]] = global_part_ids({name: len(parts) for name, parts in CATEGORIES.items()})
+PART_NAMES: list[str] = [f"{c}/{p}" for c, parts in CATEGORIES.items() for p in parts]
 
 
 def make_shape(category: str, rng: np.random.Generator | int, normalize: bool = True) -> Shape:
     """One random shape of ``category``, normalised into the unit sphere (from 2048 surface samples)."""
     if category not in GENERATORS:
         raise ValueError(f"unknown category {category!r}; expected one of {list(GENERATORS)}")
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    shape = Shape(tuple(GENERATORS[category](rng, SEG_CLASSES[category])))
+    rng = as_numpy_rng(rng)
+    shape = Shape(tuple(GENERATORS[category](rng, rng.uniform, *SEG_CLASSES[category])))
     return shape.normalized(rng) if normalize else shape
 
 
-def sample_item(category: str, geometry: np.random.Generator, sampling: np.random.Generator, n_points: int):
-    """One data-set item: the shape normalised by its own ``n_points`` samples, as the public sets are.
+def sample_item(category: str, seed: int, split: str, index: int, n_points: int):
+    """Item ``index`` of ``category`` in the data set: the shape normalised by its own ``n_points`` samples, as the
+    public sets are. Geometry and point sampling draw from independent generators of ``(seed, split, category,
+    index)``.
 
     Returns the normalised :class:`Shape`, points and normals ``[n_points, 3]`` and parts ``[n_points]``.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    sequence = np.random.SeedSequence([seed, SPLITS[split], list(CATEGORIES).index(category), index])
+    geometry, sampling = (np.random.default_rng(s) for s in sequence.spawn(2))
     shape = make_shape(category, geometry, normalize=False)
     raw, normals, parts = shape.sample_raw(n_points, sampling)
     shape = shape.normalized_by(raw)
     return shape, (raw - shape.center) / shape.scale, normals, parts
 
 
-def item_rngs(seed: int, split: str, class_index: int, index: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """Independent generators (geometry, point sampling) of one item of the data set."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    sequence = np.random.SeedSequence([seed, SPLITS[split], class_index, index])
-    return tuple(np.random.default_rng(s) for s in sequence.spawn(2))
-
-
-def default_cache_root() -> Path:
-    """``$PRIORS3D_CACHE`` or ``~/.cache/priors3d``."""
-    return Path(os.environ.get("PRIORS3D_CACHE", Path.home() / ".cache" / "priors3d"))
-
-
 class SyntheticShapes(PointCloudDataset):
     """The procedural data set, z-up, with category labels, part labels and normals.
 
     ``per_class`` shapes of each category (default 200 for train, 50 for test), each sampled with
-    ``n_points`` surface points. ``root`` is the cache folder (default :func:`default_cache_root`).
+    ``n_points`` surface points. ``root`` is the cache folder (default ``$PRIORS3D_CACHE`` or ``~/.cache/priors3d``).
     ``shape(i)`` rebuilds the exact solid behind item ``i`` for occupancy queries.
     """
 
@@ -567,21 +503,21 @@ class SyntheticShapes(PointCloudDataset):
         super().__init__(split, n_points, normals, sample, seed)
         if split not in SPLITS:
             raise ValueError(f"synthetic split must be one of {list(SPLITS)}, got {split!r}")
-        self.categories = list(categories or CATEGORIES)
-        unknown = sorted(set(self.categories) - set(CATEGORIES))
+        self.class_names = list(categories or CATEGORIES)
+        unknown = sorted(set(self.class_names) - set(CATEGORIES))
         if unknown:
             raise ValueError(f"unknown categories {unknown}; expected some of {list(CATEGORIES)}")
-        self.class_names = list(self.categories)
-        self.seg_classes = {c: SEG_CLASSES[c] for c in self.categories}
+        self.seg_classes = {c: SEG_CLASSES[c] for c in self.class_names}
         self.per_class = per_class or (200 if split == "train" else 50)
-        self.root = Path(root) if root is not None else default_cache_root()
-        self.data = cached_arrays(self.cache_path, lambda: generate(self.categories, self.split, self.per_class,
+        default_root = os.environ.get("PRIORS3D_CACHE", Path.home() / ".cache" / "priors3d")
+        self.root = Path(root if root is not None else default_root)
+        self.data = cached_arrays(self.cache_path, lambda: generate(self.class_names, self.split, self.per_class,
                                                                     self.n_points, self.seed, progress))
 
     @property
     def config(self) -> dict:
         return {"version": VERSION, "split": self.split, "n_points": self.n_points, "per_class": self.per_class,
-                "seed": self.seed, "categories": self.categories}
+                "seed": self.seed, "categories": self.class_names}
 
     @property
     def cache_path(self) -> Path:
@@ -591,15 +527,12 @@ class SyntheticShapes(PointCloudDataset):
         return len(self.data["label"])
 
     def _load(self, index):
-        return {"points": self.data["points"][index], "normals": self.data["normals"][index],
-                "label": self.data["label"][index], "parts": self.data["parts"][index]}
+        return {key: self.data[key][index] for key in ("points", "normals", "label", "parts")}
 
     def shape(self, index: int) -> Shape:
         """The normalised solid whose surface item ``index`` samples (``contains`` gives occupancy)."""
         class_index, i = divmod(index, self.per_class)
-        category = self.categories[class_index]
-        geometry, sampling = item_rngs(self.seed, self.split, CATEGORY_INDEX[category], i)
-        return sample_item(category, geometry, sampling, self.n_points)[0]
+        return sample_item(self.class_names[class_index], self.seed, self.split, i, self.n_points)[0]
 
 
 def generate(categories: list[str], split: str, per_class: int, n_points: int, seed: int,
@@ -609,12 +542,10 @@ def generate(categories: list[str], split: str, per_class: int, n_points: int, s
     Items are ordered by category, then index; labels index ``categories``.
     """
     m = len(categories) * per_class
-    points = np.empty((m, n_points, 3), np.float32)
-    normals = np.empty((m, n_points, 3), np.float32)
-    parts = np.empty((m, n_points), np.int16)
-    labels = np.repeat(np.arange(len(categories)), per_class).astype(np.int64)
-    jobs = [(c, i) for c in range(len(categories)) for i in range(per_class)]
-    for k, (c, i) in enumerate(tqdm(jobs, desc=f"synthetic {split}", disable=not progress, leave=False)):
-        geometry, sampling = item_rngs(seed, split, CATEGORY_INDEX[categories[c]], i)
-        _, points[k], normals[k], parts[k] = sample_item(categories[c], geometry, sampling, n_points)
-    return {"points": points, "normals": normals, "label": labels, "parts": parts}
+    data = {"points": np.empty((m, n_points, 3), np.float32), "normals": np.empty((m, n_points, 3), np.float32),
+            "label": np.repeat(np.arange(len(categories)), per_class).astype(np.int64),
+            "parts": np.empty((m, n_points), np.int16)}
+    jobs = [(category, i) for category in categories for i in range(per_class)]
+    for k, (category, i) in enumerate(tqdm(jobs, desc=f"synthetic {split}", disable=not progress, leave=False)):
+        _, data["points"][k], data["normals"][k], data["parts"][k] = sample_item(category, seed, split, i, n_points)
+    return data

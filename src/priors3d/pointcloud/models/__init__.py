@@ -73,14 +73,11 @@ def build_model(name: str, task: str = "cls", num_classes: int = 40, num_parts: 
         raise ValueError(f"k must be positive, got {k}")
     if dropout is None:
         dropout = 0.4 if (name.endswith("pointnet") and task == "cls") else 0.5
-    common = dict(width_divisor=width_divisor, dropout=dropout)
-    vn = dict(k=k, pooling=pooling, recompute=recompute, frame=frame, **common)
-    if task == "cls":
-        return {"vn_pointnet": lambda: VNPointNetCls(num_classes, **vn),
-                "vn_dgcnn": lambda: VNDGCNNCls(num_classes, **vn),
-                "pointnet": lambda: PointNetCls(num_classes, **common),
-                "dgcnn": lambda: DGCNNCls(num_classes, k=k, **common)}[name]()
-    return {"vn_pointnet": lambda: VNPointNetSeg(num_classes, num_parts, **vn),
-            "vn_dgcnn": lambda: VNDGCNNSeg(num_classes, num_parts, **vn),
-            "pointnet": lambda: PointNetSeg(num_classes, num_parts, **common),
-            "dgcnn": lambda: DGCNNSeg(num_classes, num_parts, k=k, **common)}[name]()
+    options = dict(width_divisor=width_divisor, dropout=dropout)
+    if is_equivariant(name):
+        options.update(k=k, pooling=pooling, recompute=recompute, frame=frame)
+    elif name == "dgcnn":
+        options.update(k=k)
+    cls, seg = {"vn_pointnet": (VNPointNetCls, VNPointNetSeg), "vn_dgcnn": (VNDGCNNCls, VNDGCNNSeg),
+                "pointnet": (PointNetCls, PointNetSeg), "dgcnn": (DGCNNCls, DGCNNSeg)}[name]
+    return cls(num_classes, **options) if task == "cls" else seg(num_classes, num_parts, **options)

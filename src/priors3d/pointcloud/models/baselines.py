@@ -11,22 +11,7 @@ from torch import Tensor, nn
 
 from priors3d.vn import gather_neighbors
 
-from .heads import SegmentationHead, check_points, classifier, dynamic_graph, max_mean_pool
-
-
-def width(channels: int, divisor: int) -> int:
-    """``channels // divisor``, at least 4."""
-    if divisor < 1:
-        raise ValueError(f"width_divisor must be >= 1, got {divisor}")
-    return max(channels // divisor, 4)
-
-
-def pointwise(in_channels: int, out_channels: int, negative_slope: float = 0.2, activation: bool = True) -> nn.Sequential:
-    """Shared per-point linear layer with batch norm (and LeakyReLU): ``[B, in, N]`` → ``[B, out, N]``."""
-    layers: list[nn.Module] = [nn.Conv1d(in_channels, out_channels, 1, bias=False), nn.BatchNorm1d(out_channels)]
-    if activation:
-        layers.append(nn.LeakyReLU(negative_slope))
-    return nn.Sequential(*layers)
+from .heads import SegmentationHead, check_points, classifier, dynamic_graph, max_mean_pool, pointwise, width
 
 
 class EdgeConv(nn.Module):

@@ -1,7 +1,8 @@
 """Heads shared by the VN and the plain models, so that every comparison differs only in the encoder.
 
 A head sees rotation-invariant features only (scalars from a plain encoder, or VN features projected
-on a learned frame), so it may use any ordinary layer.
+on a learned frame), so it may use any ordinary layer. Also the layer helpers all the models share: channel
+widths (:func:`width`), per-point layers (:func:`pointwise`) and DGCNN's dynamic graph.
 """
 
 from __future__ import annotations
@@ -39,17 +40,29 @@ def classifier(in_features: int, num_classes: int, hidden: tuple[int, ...] = (51
     (docs/pointcloud.md).
     """
     layers: list[nn.Module] = [nn.BatchNorm1d(in_features)]
-    for width in hidden:
-        layers += [nn.Linear(in_features, width, bias=False), nn.BatchNorm1d(width),
+    for out in hidden:
+        layers += [nn.Linear(in_features, out, bias=False), nn.BatchNorm1d(out),
                    nn.LeakyReLU(negative_slope), nn.Dropout(dropout)]
-        in_features = width
+        in_features = out
     layers.append(nn.Linear(in_features, num_classes))
     return nn.Sequential(*layers)
 
 
-def _pointwise(in_channels: int, out_channels: int, negative_slope: float) -> list[nn.Module]:
-    return [nn.Conv1d(in_channels, out_channels, 1, bias=False), nn.BatchNorm1d(out_channels),
-            nn.LeakyReLU(negative_slope)]
+def width(channels: int, divisor: int, minimum: int = 4) -> int:
+    """``channels // divisor``, at least ``minimum`` (VN models take 2: one vector channel cannot learn a direction
+    of its own)."""
+    if divisor < 1:
+        raise ValueError(f"width_divisor must be >= 1, got {divisor}")
+    return max(channels // divisor, minimum)
+
+
+def pointwise(in_channels: int, out_channels: int, negative_slope: float = 0.2,
+              activation: bool = True) -> nn.Sequential:
+    """Shared per-point linear layer with batch norm (and LeakyReLU): ``[B, in, N]`` → ``[B, out, N]``."""
+    layers: list[nn.Module] = [nn.Conv1d(in_channels, out_channels, 1, bias=False), nn.BatchNorm1d(out_channels)]
+    if activation:
+        layers.append(nn.LeakyReLU(negative_slope))
+    return nn.Sequential(*layers)
 
 
 class SegmentationHead(nn.Module):
@@ -74,13 +87,13 @@ class SegmentationHead(nn.Module):
         self.embed = nn.Sequential(nn.Linear(num_classes, category_channels, bias=False),
                                    nn.BatchNorm1d(category_channels), nn.LeakyReLU(negative_slope))
         layers: list[nn.Module] = []
-        width = local_channels + global_channels + category_channels
+        channels = local_channels + global_channels + category_channels
         for i, out in enumerate(hidden):
-            layers += _pointwise(width, out, negative_slope)
+            layers += pointwise(channels, out, negative_slope)
             if i < 2 and dropout > 0:
                 layers.append(nn.Dropout(dropout))
-            width = out
-        layers.append(nn.Conv1d(width, num_parts, 1))
+            channels = out
+        layers.append(nn.Conv1d(channels, num_parts, 1))
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, local: Tensor, global_feature: Tensor, category: Tensor) -> Tensor:

@@ -14,14 +14,7 @@ from torch import Tensor, nn
 from priors3d.vn import VNEdgeConv, VNInvariant, VNLinearLeakyReLU, make_pool, to_vn
 from priors3d.vn.invariant import frame_coordinates
 
-from .heads import SegmentationHead, check_points, classifier, dynamic_graph, max_mean_pool
-
-
-def vn_width(channels: int, divisor: int) -> int:
-    """``channels // divisor``, at least 2 (one vector channel cannot learn a direction of its own)."""
-    if divisor < 1:
-        raise ValueError(f"width_divisor must be >= 1, got {divisor}")
-    return max(channels // divisor, 2)
+from .heads import SegmentationHead, check_points, classifier, dynamic_graph, max_mean_pool, width
 
 
 class NeighborPool(nn.Module):
@@ -64,11 +57,10 @@ class VNDGCNNCls(nn.Module):
                  dropout: float = 0.5, negative_slope: float = 0.2, recompute: bool = True, frame: str = "point"):
         super().__init__()
         self.k = k
-        w21, w42, w85, w341 = (vn_width(c, width_divisor) for c in (21, 42, 85, 341))
+        w21, w42, w85, w341 = (width(c, width_divisor, 2) for c in (21, 42, 85, 341))
         widths = [(1, w21), (w21, w21), (w21, w42), (w42, w85)]
         self.edge_convs = nn.ModuleList(
-            VNEdgeConv(c_in, c_out, negative_slope, pool=edge_pool(pooling, c_out),
-                       recompute=recompute)
+            VNEdgeConv(c_in, c_out, negative_slope, pool=edge_pool(pooling, c_out), recompute=recompute)
             for c_in, c_out in widths)
         self.conv5 = VNLinearLeakyReLU(sum(c for _, c in widths), w341, negative_slope, share_nonlinearity=True)
         self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope,
@@ -98,18 +90,16 @@ class VNDGCNNSeg(nn.Module):
                  frame: str = "shape"):
         super().__init__()
         self.k = k
-        w21, w341 = vn_width(21, width_divisor), vn_width(341, width_divisor)
+        w21, w341 = width(21, width_divisor, 2), width(341, width_divisor, 2)
 
         def pool(second_layer: bool) -> nn.Module | None:
             if second_layer:
                 return nn.Sequential(VNLinearLeakyReLU(w21, w21, negative_slope), NeighborPool(pooling, w21))
             return edge_pool(pooling, w21)
 
-        self.edge_convs = nn.ModuleList([
-            VNEdgeConv(1, w21, negative_slope, pool=pool(True), recompute=recompute),
-            VNEdgeConv(w21, w21, negative_slope, pool=pool(True), recompute=recompute),
-            VNEdgeConv(w21, w21, negative_slope, pool=pool(False), recompute=recompute),
-        ])
+        self.edge_convs = nn.ModuleList(
+            VNEdgeConv(c_in, w21, negative_slope, pool=pool(second), recompute=recompute)
+            for c_in, second in ((1, True), (w21, True), (w21, False)))
         self.conv6 = VNLinearLeakyReLU(3 * w21, w341, negative_slope, share_nonlinearity=True)
         self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope,
                                      frame=frame)

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 
 from priors3d.vn import VNBatchNorm, VNEdgeConv, VNInvariant, VNLinear, VNLinearLeakyReLU, knn, to_vn
 
-from .heads import SegmentationHead, check_points, classifier
-from .vn_dgcnn import edge_pool, project_on_frame, vn_width
+from .heads import SegmentationHead, check_points, classifier, width
+from .vn_dgcnn import edge_pool, project_on_frame
 
 
 class VNPointNetEncoder(nn.Module):
@@ -31,7 +31,7 @@ class VNPointNetEncoder(nn.Module):
                  recompute: bool = True, frame: str = "point"):
         super().__init__()
         self.k = k
-        w21, w42, w341 = (vn_width(c, width_divisor) for c in (21, 42, 341))
+        w21, w42, w341 = (width(c, width_divisor, 2) for c in (21, 42, 341))
         self.conv_pos = VNEdgeConv(1, w21, negative_slope, cross=True, pool=edge_pool(pooling, w21),
                                    recompute=recompute)
         self.conv1 = VNLinearLeakyReLU(w21, w21, negative_slope)
