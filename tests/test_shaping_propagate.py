@@ -133,6 +133,10 @@ def test_label_pictures_are_written(tmp_path):
     image = np.asarray(Image.open(path))
     assert image.shape == (2 * 2 * 8, 2 * 3 * 8, 3)
     assert not list(tmp_path.glob(".*tmp"))
+    assert (image[0, 2 * 8] == [255, 0, 0]).all()  # truth column, class 0: the scene's colour
+    instances = views.semantic + 2 * (views.semantic >= 0)  # ids 2, 3: beyond the two class colours
+    image = np.asarray(Image.open(label_pictures(tmp_path / "instances.png", scene, instances, instances)))
+    assert image.shape == (2 * 2 * 8, 2 * 3 * 8, 3)
 
 
 def test_semantic_head_shapes():

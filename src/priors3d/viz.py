@@ -125,8 +125,10 @@ def save_png(path: Path, image: np.ndarray) -> Path:
 
 def label_pictures(path: Path, scene: Any, labels: Tensor, target_labels: Tensor, n_views: int = 3) -> Path:
     """PNG of ``labels`` and ``target_labels [V, H, W]`` of ``scene.test`` (a ``fields.views.Scene``): one row per
-    view (``n_views`` evenly spaced), ``RGB | ground truth | propagated``, void and no-response black."""
-    colors = scene.class_colors if scene.class_colors is not None else palette(int(target_labels.max()) + 1)
+    view (``n_views`` evenly spaced), ``RGB | ground truth | propagated``, void and no-response black. Colours:
+    the scene's class colours when they cover every label (semantic maps), else ``palette`` (instance maps)."""
+    n = int(max(target_labels.max(), labels.max())) + 1
+    colors = scene.class_colors if scene.class_colors is not None and len(scene.class_colors) >= n else palette(n)
     views = np.linspace(0, len(scene.test) - 1, min(n_views, len(scene.test))).round().astype(int).tolist()
     rgb = (scene.test.images[views].numpy() * 255 + 0.5).astype(np.uint8)
     rows = np.concatenate([rgb, colorize(target_labels[views], colors), colorize(labels[views], colors)], axis=2)
