@@ -8,8 +8,9 @@ as one tensor, so neither the split nor its backward copies them. Same mathemati
 the composition, and with gradcheck).
 
 Forward, per channel, over every vector ``q_e`` with direction ``k_e``:
-``n = sqrt(‖q‖² + ε²)``, ``m = γ (n − μ)/sqrt(σ² + ε_bn) + β``, ``p = (m/n) q``,
-``a = min(⟨p, k⟩ / (‖k‖² + ε), 0)``, output ``p − (1 − s) a k``.
+``n = sqrt(‖q‖² + ε²)`` (``‖q‖ + ε`` with ``exact_eps``, as the reference code),
+``m = γ (n − μ)/sqrt(σ² + ε_bn) + β``, ``p = (m/n) q``, ``a = min(⟨p, k⟩ / (‖k‖² + ε), 0)``, output
+``p − (1 − s) a k``.
 
 :func:`vn_batchnorm_leaky_relu` saves its input and three ``[B, C, ...]`` scalars.
 :func:`vn_edgeconv_mean` (a whole mean-pooled VN EdgeConv after its linear maps) saves only the
@@ -40,9 +41,10 @@ def _fresh(like: Tensor) -> Allocate:
     return lambda name, shape, dtype=None: torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
 
 
-def _norms(q: Tensor, new: Allocate) -> Tensor:
-    """``n = sqrt(‖q‖² + ε²)``: ``[B, C, 3, ...]`` → ``[B, C, ...]``."""
-    return dot(q, q, out=new("n", q[:, :, 0].shape)).add_(EPS * EPS).sqrt_()
+def _norms(q: Tensor, new: Allocate, exact_eps: bool) -> Tensor:
+    """``n = sqrt(‖q‖² + ε²)`` (``‖q‖ + ε`` with ``exact_eps``): ``[B, C, 3, ...]`` → ``[B, C, ...]``."""
+    squared = dot(q, q, out=new("n", q[:, :, 0].shape))
+    return squared.sqrt_().add_(EPS) if exact_eps else squared.add_(EPS * EPS).sqrt_()
 
 
 def _statistics(n: Tensor, training: bool, running_mean, running_var, momentum: float, bn_eps: float):
@@ -83,7 +85,7 @@ def _activation(q: Tensor, k: Tensor, scale: Tensor, a: Tensor, slope: float, ou
 
 def _backward(grad: Tensor, q: Tensor, k: Tensor, n: Tensor, scale: Tensor, a: Tensor, kk: Tensor,
               mean: Tensor, inv_std: Tensor, weight: Tensor, training: bool, slope: float,
-              grad_both: Tensor, new: Allocate) -> tuple[Tensor, Tensor]:
+              grad_both: Tensor, new: Allocate, exact_eps: bool) -> tuple[Tensor, Tensor]:
     """Write the gradient of ``[q, k]`` to ``grad_both``; return those of ``γ`` and ``β``.
 
     Overwrites ``a`` and ``kk`` (dead afterwards); three more ``[B, C, ...]`` scratch tensors (and, with
@@ -105,7 +107,7 @@ def _backward(grad: Tensor, q: Tensor, k: Tensor, n: Tensor, scale: Tensor, a: T
     grad_k.addcmul_(torch.mul(a, t, out=coef).mul_(2 * c).unsqueeze(2), k)
     if shared:
         torch.sum(grad_k, dim=1, keepdim=True, out=grad_both[:, channels:])
-    # through p = (m/n)·q, m = γ·x̂ + β, x̂ = (n − μ)/σ, n = sqrt(‖q‖² + ε²); t, coef, a, kk are free now
+    # through p = (m/n)·q, m = γ·x̂ + β, x̂ = (n − μ)/σ, n = ‖q‖ with ε; t, coef, a, kk are free now
     grad_scale = dot(grad_p, q, out=t)
     grad_m = torch.div(grad_scale, n, out=coef)
     xhat = _xhat(n, mean, inv_std, out=a)
@@ -117,7 +119,8 @@ def _backward(grad: Tensor, q: Tensor, k: Tensor, n: Tensor, scale: Tensor, a: T
         count = n.numel() // n.shape[1]
         grad_m.sub_(_per_channel(grad_bias / count, n.ndim)).addcmul_(
             xhat, _per_channel(grad_weight / count, n.ndim), value=-1.0)
-    grad_n = grad_m.mul_(_per_channel(weight * inv_std, n.ndim)).sub_(grad_scale.mul_(scale).div_(n)).div_(n)
+    grad_n = grad_m.mul_(_per_channel(weight * inv_std, n.ndim)).sub_(grad_scale.mul_(scale).div_(n))
+    grad_n.div_(n - EPS if exact_eps else n)                         # ∂n/∂q = q/‖q‖ or q/n
     grad_p.mul_(scale.unsqueeze(2)).addcmul_(grad_n.unsqueeze(2), q)  # now the gradient of q
     return grad_weight, grad_bias
 
@@ -130,16 +133,17 @@ def _mean_gradient(grad: Tensor, k: int) -> Tensor:
 class _BatchNormLeakyReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, both, channels, weight, bias, running_mean, running_var, training, momentum, bn_eps, slope,
-                mean_last):
+                mean_last, exact_eps=False):
         new = _fresh(both)
         q, k = both[:, :channels], both[:, channels:]                  # [B, C, 3, ...], [B, C or 1, 3, ...]
-        n = _norms(q, new)
+        n = _norms(q, new, exact_eps)
         mean, inv_std = _statistics(n, training, running_mean, running_var, momentum, bn_eps)
         scale = _scale(n, mean, inv_std, weight, bias, out=new("scale", n.shape))
         a, kk = _projection(q, k, scale, new)
         out = _activation(q, k, scale, a, slope, out=new("out", q.shape))
         ctx.save_for_backward(both, n, a, kk, mean, inv_std, weight, bias)  # scale is recomputed from n
         ctx.training, ctx.slope, ctx.channels, ctx.mean_last = training, slope, channels, mean_last
+        ctx.exact_eps = exact_eps
         return out.mean(-1) if mean_last else out
 
     @staticmethod
@@ -154,8 +158,8 @@ class _BatchNormLeakyReLU(torch.autograd.Function):
         # copies of a and κ, which _backward overwrites: the saved ones serve a second backward (retain_graph)
         grad_weight, grad_bias = _backward(grad, both[:, :channels], both[:, channels:], n, scale, a.clone(),
                                            kk.clone(), mean, inv_std, weight, ctx.training, ctx.slope, grad_both,
-                                           new)
-        return grad_both, None, grad_weight, grad_bias, None, None, None, None, None, None, None
+                                           new, ctx.exact_eps)
+        return grad_both, None, grad_weight, grad_bias, None, None, None, None, None, None, None, None
 
 
 def _batchnorm_arguments(bn: torch.nn.BatchNorm1d) -> tuple:
@@ -168,8 +172,8 @@ def _batchnorm_arguments(bn: torch.nn.BatchNorm1d) -> tuple:
 
 
 def vn_batchnorm_leaky_relu(both: Tensor, channels: int, bn: torch.nn.BatchNorm1d, negative_slope: float,
-                            mean_last: bool = False) -> Tensor:
-    """``vn_leaky_relu(VNBatchNorm(q), k)`` with the statistics of ``bn``.
+                            mean_last: bool = False, exact_eps: bool = False) -> Tensor:
+    """``vn_leaky_relu(VNBatchNorm(q, exact_eps=exact_eps), k)`` with the statistics of ``bn``.
 
     ``both = [q, k]`` stacked along the channels: ``[B, C + D, 3, ...]`` with ``C = channels`` features and
     ``D = C`` directions (or ``D = 1``, shared by every channel) → ``[B, C, 3, ...]``. ``mean_last`` also
@@ -178,7 +182,7 @@ def vn_batchnorm_leaky_relu(both: Tensor, channels: int, bn: torch.nn.BatchNorm1
     """
     if both.shape[1] not in (channels + 1, 2 * channels):
         raise ValueError(f"expected [B, C + 1 or 2C, 3, ...] with C = {channels}, got {list(both.shape)}")
-    return _BatchNormLeakyReLU.apply(both, channels, *_batchnorm_arguments(bn), negative_slope, mean_last)
+    return _BatchNormLeakyReLU.apply(both, channels, *_batchnorm_arguments(bn), negative_slope, mean_last, exact_eps)
 
 
 def _edges(per_neighbor: Tensor, per_center: Tensor, index: Tensor, new: Allocate) -> Tensor:
@@ -193,17 +197,17 @@ def _edges(per_neighbor: Tensor, per_center: Tensor, index: Tensor, new: Allocat
 class _EdgeConvMean(torch.autograd.Function):
     @staticmethod
     def forward(ctx, per_neighbor, per_center, index, channels, weight, bias, running_mean, running_var, training,
-                momentum, bn_eps, slope):
+                momentum, bn_eps, slope, exact_eps=False):
         with workspace().borrow(per_neighbor) as new:
             edges = _edges(per_neighbor, per_center, index, new)
             q, k = edges[:, :channels], edges[:, channels:]
-            n = _norms(q, new)
+            n = _norms(q, new, exact_eps)
             mean, inv_std = _statistics(n, training, running_mean, running_var, momentum, bn_eps)
             scale = _scale(n, mean, inv_std, weight, bias, out=new("scale", n.shape))
             a, _ = _projection(q, k, scale, new)
             out = _activation(q, k, scale, a, slope, out=new("full", q.shape)).mean(-1)
         ctx.save_for_backward(per_neighbor, per_center, index, mean, inv_std, weight, bias)
-        ctx.training, ctx.slope, ctx.channels = training, slope, channels
+        ctx.training, ctx.slope, ctx.channels, ctx.exact_eps = training, slope, channels, exact_eps
         return out
 
     @staticmethod
@@ -214,21 +218,22 @@ class _EdgeConvMean(torch.autograd.Function):
         with workspace().borrow(per_neighbor) as new:
             edges = _edges(per_neighbor, per_center, index, new)     # rebuilt, with the forward's statistics
             q, kdir = edges[:, :channels], edges[:, channels:]
-            n = _norms(q, new)
+            n = _norms(q, new, ctx.exact_eps)
             scale = _scale(n, mean, inv_std, weight, bias, out=new("scale", n.shape))
             a, kk = _projection(q, kdir, scale, new)
             grad_edges = new("full", edges.shape)
             grad_weight, grad_bias = _backward(_mean_gradient(grad, k), q, kdir, n, scale, a, kk, mean, inv_std,
-                                               weight, ctx.training, ctx.slope, grad_edges, new)
+                                               weight, ctx.training, ctx.slope, grad_edges, new, ctx.exact_eps)
             grad_center = grad_edges.sum(-1)
             flat_index = index.reshape(b, 1, n_points * k).expand(-1, d * 3, -1)
             grad_neighbor = torch.zeros_like(per_neighbor).view(b, d * 3, n_points).scatter_add_(
                 -1, flat_index, grad_edges.view(b, d * 3, n_points * k)).view_as(per_neighbor)
-        return (grad_neighbor, grad_center, None, None, grad_weight, grad_bias, None, None, None, None, None, None)
+        return (grad_neighbor, grad_center, None, None, grad_weight, grad_bias, None, None, None, None, None, None,
+                None)
 
 
 def vn_edgeconv_mean(per_neighbor: Tensor, per_center: Tensor, index: Tensor, channels: int,
-                     bn: torch.nn.BatchNorm1d, negative_slope: float) -> Tensor:
+                     bn: torch.nn.BatchNorm1d, negative_slope: float, exact_eps: bool = False) -> Tensor:
     """``mean_j bn_leaky_relu(per_neighbor_j + per_center_i)`` over each point's neighbours ``j``.
 
     ``per_neighbor``, ``per_center``: ``[B, 2C, 3, N]`` (features and directions stacked, ``C = channels``),
@@ -242,4 +247,4 @@ def vn_edgeconv_mean(per_neighbor: Tensor, per_center: Tensor, index: Tensor, ch
         raise ValueError(f"expected neighbour indices [B, N, k] with B, N = {per_neighbor.shape[0]}, "
                          f"{per_neighbor.shape[-1]}, got {list(index.shape)}")
     return _EdgeConvMean.apply(per_neighbor.contiguous(), per_center.contiguous(), index, channels,
-                               *_batchnorm_arguments(bn), negative_slope)
+                               *_batchnorm_arguments(bn), negative_slope, exact_eps)

@@ -132,7 +132,7 @@ class VNEdgeConv(nn.Module):
         if self.recompute and self.pool is None and not self.cross:
             per_neighbor, per_center = self._per_point_maps(x)
             return vn_edgeconv_mean(per_neighbor, per_center, index, self.out_channels, self.norm.bn,
-                                    self.negative_slope)
+                                    self.negative_slope, self.norm.exact_eps)
         if not (self.recompute and self.training and torch.is_grad_enabled()):
             return self._edges_to_points(x, index)
         calls = []

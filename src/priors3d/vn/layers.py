@@ -112,7 +112,7 @@ def bn_leaky_relu(both: Tensor, channels: int, norm: nn.Module, negative_slope: 
     """
     if isinstance(norm, VNBatchNorm):
         check_features(both[:, :channels], norm.channels, "VNBatchNorm")
-        return vn_batchnorm_leaky_relu(both, channels, norm.bn, negative_slope, mean_last)
+        return vn_batchnorm_leaky_relu(both, channels, norm.bn, negative_slope, mean_last, norm.exact_eps)
     q, k = both.split([channels, both.shape[1] - channels], dim=1)
     out = vn_leaky_relu(norm(q), k, negative_slope)
     return out.mean(-1) if mean_last else out

@@ -3,6 +3,7 @@
 Every model takes points ``[B, N, 3]`` (and, for part segmentation, the category one-hot
 ``[B, num_classes]``) and returns logits ``[B, classes]`` or ``[B, N, parts]``. The VN models'
 outputs are rotation-invariant; the plain ones are not.
+:func:`from_official` loads the Vector Neurons authors' VN-DGCNN checkpoints.
 
 Example::
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from .baselines import DGCNNCls, DGCNNSeg, EdgeConv, PointNetCls, PointNetSeg
 from .heads import SegmentationHead, classifier, max_mean_pool
+from .official import from_official
 from .vn_dgcnn import NeighborPool, VNDGCNNCls, VNDGCNNSeg, project_on_frame
 from .vn_pointnet import VNPointNetCls, VNPointNetEncoder, VNPointNetSeg
 
@@ -28,7 +30,8 @@ POOLINGS = ("mean", "max", "softmax")
 
 __all__ = ["DEFAULT_FRAME", "DEFAULT_K", "DGCNNCls", "DGCNNSeg", "EdgeConv", "MODELS", "NeighborPool", "POOLINGS",
            "PointNetCls", "PointNetSeg", "SegmentationHead", "TASKS", "VNDGCNNCls", "VNDGCNNSeg", "VNPointNetCls",
-           "VNPointNetEncoder", "VNPointNetSeg", "build_model", "classifier", "is_equivariant", "max_mean_pool",
+           "VNPointNetEncoder", "VNPointNetSeg", "build_model", "classifier", "from_official", "is_equivariant",
+           "max_mean_pool",
            "project_on_frame"]
 
 

@@ -32,16 +32,17 @@ def max_mean_pool(x: Tensor) -> Tensor:
 
 
 def classifier(in_features: int, num_classes: int, hidden: tuple[int, ...] = (512, 256),
-               dropout: float = 0.5, negative_slope: float = 0.2) -> nn.Sequential:
+               dropout: float = 0.5, negative_slope: float = 0.2, reference: bool = False) -> nn.Sequential:
     """MLP ``in → hidden… → classes`` with batch norm, LeakyReLU and dropout: ``[B, in]`` → ``[B, classes]``.
 
     The input is batch-normalised first: a VN model's invariants are products of two vector norms whose
     scales differ by orders of magnitude between channels; unnormalised, they slow training down
-    (docs/pointcloud.md).
+    (docs/pointcloud.md). ``reference``: the VN-DGCNN reference code's head, no input batch norm (an
+    identity keeps the layer indices) and hidden layers with biases.
     """
-    layers: list[nn.Module] = [nn.BatchNorm1d(in_features)]
+    layers: list[nn.Module] = [nn.Identity() if reference else nn.BatchNorm1d(in_features)]
     for out in hidden:
-        layers += [nn.Linear(in_features, out, bias=False), nn.BatchNorm1d(out),
+        layers += [nn.Linear(in_features, out, bias=reference), nn.BatchNorm1d(out),
                    nn.LeakyReLU(negative_slope), nn.Dropout(dropout)]
         in_features = out
     layers.append(nn.Linear(in_features, num_classes))
@@ -75,15 +76,17 @@ class SegmentationHead(nn.Module):
     category prior (docs/pointcloud.md). The category is embedded by a linear layer (64 channels),
     global feature and embedding are copied to every point and concatenated with ``local``; a shared MLP
     ``256 → 256 → 128 → parts`` (batch norm, LeakyReLU, dropout after the first two layers) gives the
-    logits, as in DGCNN's part model.
+    logits, as in DGCNN's part model. ``reference``: the VN-DGCNN reference code's head, without the
+    batch norms of ``local`` and ``global_feature`` and without the last layer's bias.
     """
 
     def __init__(self, local_channels: int, global_channels: int, num_classes: int, num_parts: int,
                  hidden: tuple[int, ...] = (256, 256, 128), dropout: float = 0.5,
-                 negative_slope: float = 0.2, category_channels: int = 64):
+                 negative_slope: float = 0.2, category_channels: int = 64, reference: bool = False):
         super().__init__()
         self.num_classes = num_classes
-        self.norm_local, self.norm_global = nn.BatchNorm1d(local_channels), nn.BatchNorm1d(global_channels)
+        self.norm_local, self.norm_global = ((nn.Identity(), nn.Identity()) if reference else
+                                             (nn.BatchNorm1d(local_channels), nn.BatchNorm1d(global_channels)))
         self.embed = nn.Sequential(nn.Linear(num_classes, category_channels, bias=False),
                                    nn.BatchNorm1d(category_channels), nn.LeakyReLU(negative_slope))
         layers: list[nn.Module] = []
@@ -93,7 +96,7 @@ class SegmentationHead(nn.Module):
             if i < 2 and dropout > 0:
                 layers.append(nn.Dropout(dropout))
             channels = out
-        layers.append(nn.Conv1d(channels, num_parts, 1))
+        layers.append(nn.Conv1d(channels, num_parts, 1, bias=not reference))
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, local: Tensor, global_feature: Tensor, category: Tensor) -> Tensor:

@@ -50,11 +50,13 @@ class VNDGCNNCls(nn.Module):
     ``[x, mean x]`` with an un-normalised frame (682 × 3 = 2046 scalars per point), max + mean pool
     over points, and the MLP 512 → 256 → classes (batch norm, LeakyReLU 0.2, dropout 0.5).
     ``recompute`` keeps only the EdgeConvs' inputs for the backward pass and recomputes the rest there
-    (see :class:`priors3d.vn.VNEdgeConv`).
+    (see :class:`priors3d.vn.VNEdgeConv`). ``reference_head``: the reference code's head (see
+    :func:`classifier`), as :func:`priors3d.pointcloud.models.from_official` builds it.
     """
 
     def __init__(self, num_classes: int, k: int = 20, pooling: str = "mean", width_divisor: int = 1,
-                 dropout: float = 0.5, negative_slope: float = 0.2, recompute: bool = True, frame: str = "point"):
+                 dropout: float = 0.5, negative_slope: float = 0.2, recompute: bool = True, frame: str = "point",
+                 reference_head: bool = False):
         super().__init__()
         self.k = k
         w21, w42, w85, w341 = (width(c, width_divisor, 2) for c in (21, 42, 85, 341))
@@ -65,7 +67,8 @@ class VNDGCNNCls(nn.Module):
         self.conv5 = VNLinearLeakyReLU(sum(c for _, c in widths), w341, negative_slope, share_nonlinearity=True)
         self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope,
                                      frame=frame)
-        self.head = classifier(2 * 3 * 2 * w341, num_classes, dropout=dropout, negative_slope=negative_slope)
+        self.head = classifier(2 * 3 * 2 * w341, num_classes, dropout=dropout, negative_slope=negative_slope,
+                               reference=reference_head)
 
     def forward(self, points: Tensor) -> Tensor:
         check_points(points, type(self).__name__)
@@ -82,12 +85,13 @@ class VNDGCNNSeg(nn.Module):
     pooling, as in DGCNN's part model), ``VNLinearLeakyReLU(63 → 341)``, the invariant layer on
     ``[x, mean x]``; the global feature is the max over points of its 2046 invariants, and the
     per-point features (the 63 EdgeConv vectors) are projected on the learned frame: one per shape by
-    default, one per point (the reference) with ``frame="point"``.
+    default, one per point (the reference) with ``frame="point"``. ``reference_head``: the reference code's
+    head, without batch norm on its inputs (see :class:`SegmentationHead`).
     """
 
     def __init__(self, num_classes: int, num_parts: int, k: int = 40, pooling: str = "mean",
                  width_divisor: int = 1, dropout: float = 0.5, negative_slope: float = 0.2, recompute: bool = True,
-                 frame: str = "shape"):
+                 frame: str = "shape", reference_head: bool = False):
         super().__init__()
         self.k = k
         w21, w341 = width(21, width_divisor, 2), width(341, width_divisor, 2)
@@ -104,7 +108,7 @@ class VNDGCNNSeg(nn.Module):
         self.invariant = VNInvariant(w341, concat_mean=True, orthonormal=False, negative_slope=negative_slope,
                                      frame=frame)
         self.head = SegmentationHead(3 * 3 * w21, 2 * 3 * w341, num_classes, num_parts,
-                                     dropout=dropout, negative_slope=negative_slope)
+                                     dropout=dropout, negative_slope=negative_slope, reference=reference_head)
 
     def forward(self, points: Tensor, category: Tensor) -> Tensor:
         check_points(points, type(self).__name__)
