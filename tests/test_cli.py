@@ -89,10 +89,10 @@ def test_sigint_during_a_real_fit_saves_and_prints_one_line(tmp_path):
     command = [sys.executable, "-m", "priors3d.cli", "field", "fit", "room", "--out", str(out), "--iterations",
                "100000", "--eval-every", "100000", "--picture-views", "0", "--threads", "1", "--no-progress"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not (out / "config.json").exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    time.sleep(2.0)  # a few training steps
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)  # the engine writes metrics.jsonl when its loop starts
+    time.sleep(1.0)  # a few training steps
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err

@@ -130,8 +130,6 @@ class Run(RunDir):
             _set_random_states(self.checkpoint["random"])
             step, train_time = self.checkpoint["step"], self.checkpoint["train_time_s"]
         rows = [r for r in self.read_metrics() if r.get("step", 0) <= step] if self.writer else []
-        if self.writer:
-            self.write_metrics(rows)
 
         def save() -> None:
             if self.writer:
@@ -142,6 +140,8 @@ class Run(RunDir):
         bar = tqdm(total=steps, initial=step, desc=desc, dynamic_ncols=True, disable=not self.config.progress)
         try:
             with stop:
+                if self.writer:
+                    self.write_metrics(rows)  # after a resume: the rows past the checkpoint go
                 while step < steps and (time_budget_s is None or train_time < time_budget_s):
                     start = time.perf_counter()
                     numbers = trainer.step(step)
