@@ -1,4 +1,5 @@
-# Two set-up commands: `make demo` (main job on built-in data) and `make test` (the suite).
+# Two set-up commands: `make demo` (main job on built-in data) and `make test` (the suite, with Chromium for the
+# viewer's browser test).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -19,7 +20,11 @@ demo: install
 	$(VENV)/bin/priors3d demo rotation
 	$(VENV)/bin/priors3d demo field
 
+# The viewer's browser test drives Debian's Chromium (Playwright cannot download browsers here).
 test: install
+	@[ -x /usr/bin/chromium ] || { echo "make test: installing chromium for the viewer's browser test"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+	  || echo "make test: could not install chromium (apt-get needs root); the browser test will skip"; }
 	$(PY) -m pytest -n 2 -q
 
 bench: install

@@ -48,6 +48,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "shape": "priors3d.commands.shaping:splat_shape",
         "edit": "priors3d.commands.shaping:splat_edit",
     },
+    "view": {"view": "priors3d.commands.view:view"},
 }
 
 
@@ -75,7 +76,8 @@ def run_command(group: str, command: str, args: list[str]):
     func = _resolve(COMMANDS[group][command])
     (param,) = inspect.signature(func).parameters.values()
     config_type = typing.get_type_hints(func)[param.name]
-    config = tyro.cli(config_type, args=args, prog=f"priors3d {group} {command}",
+    name = group if len(COMMANDS[group]) == 1 else f"{group} {command}"  # `priors3d view RUN`, not `view view`
+    config = tyro.cli(config_type, args=args, prog=f"priors3d {name}",
                       description=inspect.getdoc(func))
     threads = getattr(config, "threads", None)
     if threads is not None:
@@ -92,27 +94,28 @@ def main(argv: list[str] | None = None) -> None:
         return
     group, rest = argv[0], argv[1:]
     commands = COMMANDS.get(group, {})
-    if len(commands) == 1 and (not rest or rest[0].startswith("-")):
+    if len(commands) == 1 and (not rest or rest[0] not in commands):
         rest = [next(iter(commands))] + rest  # a group with one command needs no command name
     if not rest:
         raise SystemExit(f"priors3d {group}: missing command\n\n{_usage()}")
     use_huge_pages()  # before torch makes a tensor
+    name = group if len(commands) == 1 else f"{group} {rest[0]}"
     try:
         run_command(group, rest[0], rest[1:])
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside a training loop
-        print(f"priors3d {group} {rest[0]}: interrupted (the last checkpoint, if any, is kept)", file=sys.stderr)
+        print(f"priors3d {name}: interrupted (the last checkpoint, if any, is kept)", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as error:
         from priors3d.engine import Interrupted
         from priors3d.runs import RunLocked
 
         if isinstance(error, Interrupted):
-            print(f"priors3d {group} {rest[0]}: {error}", file=sys.stderr)
+            print(f"priors3d {name}: {error}", file=sys.stderr)
             raise SystemExit(130) from None
         # bad input: the message says what was expected
         if not isinstance(error, (ValueError, FileNotFoundError, RunLocked)) or os.environ.get("PRIORS3D_DEBUG"):
             raise
-        print(f"priors3d {group} {rest[0]}: error: {error}", file=sys.stderr)
+        print(f"priors3d {name}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -106,4 +106,6 @@ def field(config: FieldDemoConfig) -> dict:
         result[name] = {k: metrics[k] for k in ("miou", "accuracy", "class_accuracy")}
         print(f"{name}: mIoU {metrics['miou']:.3f}, accuracy {metrics['accuracy']:.3f}")
     save_json(config.out / "demo.json", result)
+    print(f"explore it in a browser: priors3d view {config.out} (.venv/bin/priors3d after make demo), then open "
+          f"http://127.0.0.1:8080/ and click an object")
     return result
