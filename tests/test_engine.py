@@ -95,7 +95,7 @@ def test_nan_loss_stops_with_an_error_and_keeps_the_checkpoint(tmp_path):
 def test_existing_run_needs_resume_or_overwrite(tmp_path):
     run_toy(tmp_path / "run")
     before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
-    with pytest.raises(ValueError, match="already holds a toy run; pass --resume .* or --overwrite"):
+    with pytest.raises(ValueError, match="already holds a run written by toy; pass --resume .* or --overwrite"):
         run_toy(tmp_path / "run")
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
     (tmp_path / "run" / "picture.png").write_bytes(b"old")
@@ -106,7 +106,7 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path):
 
 def test_resume_refuses_a_run_of_another_kind(tmp_path):
     run_toy(tmp_path / "run")
-    with pytest.raises(ValueError, match="holds a toy run, not a other run"):
+    with pytest.raises(ValueError, match="holds a run written by toy, not by other"):
         engine.start(RunConfig(out=tmp_path / "run", resume=True), "other")
 
 

@@ -189,7 +189,7 @@ def test_shape_and_edit_commands_write_pictures(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="'splat edit' expects"):
         load_shaped(tmp_path / "missing")
     RunDir(tmp_path / "other").write_config({}, 0, "field fit")
-    with pytest.raises(ValueError, match="a field fit run; 'splat edit' expects a run written by splat shape or"):
+    with pytest.raises(ValueError, match="was written by field fit; 'splat edit' expects a run written by splat shape or"):
         load_shaped(tmp_path / "other")
 
 

@@ -177,7 +177,7 @@ def test_render_command_writes_pngs(tmp_path, monkeypatch):
 
 def test_render_refuses_a_run_of_another_kind(tmp_path):
     RunDir(tmp_path / "points").write_config({}, 0, "pointcloud train")
-    with pytest.raises(ValueError, match=r"points is a pointcloud train run; 'field render' expects a run written by "
+    with pytest.raises(ValueError, match=r"points was written by pointcloud train; 'field render' expects a run written by "
                                          r"field fit or field shape"):
         render(RenderConfig(run=tmp_path / "points"))
     with pytest.raises(FileNotFoundError, match="nothing is not a run directory"):

@@ -94,7 +94,7 @@ def test_train_writes_run_and_eval_reads_it(cache, tmp_path):
     assert again["oa"] == pytest.approx(first["oa"])
     assert (out / "eval-so3.json").is_file()
 
-    with pytest.raises(ValueError, match="already holds a pointcloud train run"):
+    with pytest.raises(ValueError, match="already holds a run written by pointcloud train"):
         train(tiny(cache, out, model="vn_pointnet"))
 
     config = json.loads((out / "config.json").read_text())
@@ -117,7 +117,7 @@ def test_eval_of_a_mistyped_path_creates_nothing(tmp_path):
 
 def test_eval_refuses_a_run_of_another_kind(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"kind": "occupancy train", "config": {}}))
-    with pytest.raises(ValueError, match="is a occupancy train run; 'priors3d pointcloud eval' expects"):
+    with pytest.raises(ValueError, match="was written by occupancy train; 'priors3d pointcloud eval' expects"):
         evaluate(EvalConfig(run=tmp_path, device="cpu"))
 
 

@@ -75,7 +75,7 @@ def test_bad_input_is_rejected(tiny_room, tmp_path):
     with pytest.raises(FileNotFoundError, match="splat fit"):
         load_splats(tmp_path)
     RunDir(tmp_path / "nerf").write_config({}, 0, "field fit")
-    with pytest.raises(ValueError, match="nerf is a field fit run; 'splat shape' expects a run written by splat fit"):
+    with pytest.raises(ValueError, match="nerf was written by field fit; 'splat shape' expects a run written by splat fit"):
         load_splats(tmp_path / "nerf")
     with pytest.raises(ValueError, match="init"):
         initial_field(tiny_room, tiny_config(tmp_path, init="grid"), torch.Generator())

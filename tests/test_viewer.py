@@ -238,7 +238,7 @@ def test_find_runs_names_what_it_expected(field_runs, tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no run to view"):
         find_runs(tmp_path)
     RunDir(tmp_path / "other").write_config({}, 0, "pointcloud train")
-    with pytest.raises(ValueError, match="a pointcloud train run; 'view' expects"):
+    with pytest.raises(ValueError, match="was written by pointcloud train; 'view' expects"):
         find_runs(tmp_path / "other")
 
 

@@ -211,10 +211,10 @@ def start(config: RunConfig, kind: str, writer: bool = True) -> Run:
                 _clear(run.root)
                 existing = False
             elif not config.resume:
-                raise ValueError(f"{run.root} already holds a {found or 'priors3d'} run; pass --resume to "
+                raise ValueError(f"{run.root} already holds a run written by {found or 'priors3d'}; pass --resume to "
                                  f"continue it or --overwrite to replace it")
             elif found != kind:
-                raise ValueError(f"{run.root} holds a {found or 'unknown'} run, not a {kind} run; choose "
+                raise ValueError(f"{run.root} holds a run written by {found or 'an unknown command'}, not by {kind}; choose "
                                  f"another --out")
         if config.resume and existing:
             run.checkpoint = run.load_checkpoint()

@@ -225,6 +225,6 @@ def open_run(path: str | os.PathLike, kinds: str | tuple[str, ...], command: str
     run = RunDir(root, create=False)
     kind = run.kind()
     if kind not in kinds:
-        raise ValueError(f"{root} is a {kind or 'unknown'} run; '{command}' expects a run written by "
+        raise ValueError(f"{root} was written by {kind or 'an unknown command'}; '{command}' expects a run written by "
                          f"{' or '.join(kinds)}")
     return run
