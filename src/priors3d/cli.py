@@ -57,11 +57,16 @@ def _resolve(target: str):
     return getattr(importlib.import_module(module), name)
 
 
+def _name(group: str, command: str) -> str:
+    """How a command is typed: ``field fit``; a group with one command is typed alone (``view``)."""
+    return group if len(COMMANDS.get(group, {})) == 1 else f"{group} {command}"
+
+
 def _usage() -> str:
     lines = ["usage: priors3d GROUP COMMAND [OPTIONS]   (COMMAND --help for its options)", ""]
     for group, commands in COMMANDS.items():
         for command, target in commands.items():
-            lines.append(f"  priors3d {group} {command:<12} {target}")
+            lines.append(f"  priors3d {_name(group, command):<23} {target}")
     return "\n".join(lines)
 
 
@@ -76,8 +81,7 @@ def run_command(group: str, command: str, args: list[str]):
     func = _resolve(COMMANDS[group][command])
     (param,) = inspect.signature(func).parameters.values()
     config_type = typing.get_type_hints(func)[param.name]
-    name = group if len(COMMANDS[group]) == 1 else f"{group} {command}"  # `priors3d view RUN`, not `view view`
-    config = tyro.cli(config_type, args=args, prog=f"priors3d {name}",
+    config = tyro.cli(config_type, args=args, prog=f"priors3d {_name(group, command)}",
                       description=inspect.getdoc(func))
     threads = getattr(config, "threads", None)
     if threads is not None:
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     if not rest:
         raise SystemExit(f"priors3d {group}: missing command\n\n{_usage()}")
     use_huge_pages()  # before torch makes a tensor
-    name = group if len(commands) == 1 else f"{group} {rest[0]}"
+    name = _name(group, rest[0])
     try:
         run_command(group, rest[0], rest[1:])
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside a training loop

@@ -105,6 +105,9 @@ class Run(RunDir):
         self.config, self.kind_name, self.writer = config, kind, writer
         self.generator = seed_everything(config.seed)
         self.checkpoint: dict[str, Any] | None = None
+        self.train_time = 0.0
+        """Seconds trained so far (evaluation excluded), resumed from the checkpoint; a trainer's step may read it
+        (a schedule over a time budget)."""
 
     def __enter__(self) -> Run:
         return self
@@ -124,17 +127,17 @@ class Run(RunDir):
         last (the caller evaluates the final state itself). ``on_log(rows)`` sees every row so far after
         each logged one (curves, CSV). ``time_budget_s`` stops early once training has run that long.
         """
-        step, train_time = 0, 0.0
+        step, self.train_time = 0, 0.0
         if self.checkpoint is not None:
             trainer.load_state_dict(self.checkpoint["trainer"])
             _set_random_states(self.checkpoint["random"])
-            step, train_time = self.checkpoint["step"], self.checkpoint["train_time_s"]
+            step, self.train_time = self.checkpoint["step"], self.checkpoint["train_time_s"]
         rows = [r for r in self.read_metrics() if r.get("step", 0) <= step] if self.writer else []
 
         def save() -> None:
             if self.writer:
                 self.save_checkpoint({"kind": self.kind_name, "trainer": trainer.state_dict(), "step": step,
-                                      "train_time_s": train_time, "steps": steps, "random": _random_states()})
+                                      "train_time_s": self.train_time, "steps": steps, "random": _random_states()})
 
         stop = _StopOnSignal()
         bar = tqdm(total=steps, initial=step, desc=desc, dynamic_ncols=True, disable=not self.config.progress)
@@ -142,22 +145,22 @@ class Run(RunDir):
             with stop:
                 if self.writer:
                     self.write_metrics(rows)  # after a resume: the rows past the checkpoint go
-                while step < steps and (time_budget_s is None or train_time < time_budget_s):
+                while step < steps and (time_budget_s is None or self.train_time < time_budget_s):
                     start = time.perf_counter()
                     numbers = trainer.step(step)
                     _check_finite(numbers, step + 1, self.path("checkpoint.pt"))
                     step += 1
-                    train_time += time.perf_counter() - start
+                    self.train_time += time.perf_counter() - start
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in numbers.items()}, refresh=False)
                     last = step == steps
                     if step % log_every == 0 or last:
-                        row = {"step": step, "train_time_s": train_time, **numbers}
+                        row = {"step": step, "train_time_s": self.train_time, **numbers}
                         if evaluate is not None and eval_every and step % eval_every == 0 and not last:
                             row |= evaluate(step)
                         rows.append(row)
                         if self.writer:
-                            self.log_metrics(row)
+                            self.write_metrics(rows)
                         if on_log is not None:
                             on_log(rows)
                     if step % self.config.checkpoint_every == 0 or stop.requested:
@@ -168,7 +171,7 @@ class Run(RunDir):
         finally:
             bar.close()
         save()
-        return {"step": step, "train_time_s": train_time}
+        return {"step": step, "train_time_s": self.train_time}
 
 
 def resolve_device(device: str, supported: tuple[str, ...] = ("cpu",)) -> torch.device:
@@ -209,13 +212,12 @@ def start(config: RunConfig, kind: str, writer: bool = True) -> Run:
             found = run.kind() if run.path("config.json").is_file() else None
             if config.overwrite:
                 _clear(run.root)
-                existing = False
             elif not config.resume:
-                raise ValueError(f"{run.root} already holds a run written by {found or 'priors3d'}; pass --resume to "
-                                 f"continue it or --overwrite to replace it")
+                raise ValueError(f"{run.root} already holds a run written by {found or 'priors3d'}; pass --resume "
+                                 f"to continue it or --overwrite to replace it")
             elif found != kind:
-                raise ValueError(f"{run.root} holds a run written by {found or 'an unknown command'}, not by {kind}; choose "
-                                 f"another --out")
+                raise ValueError(f"{run.root} holds a run written by {found or 'an unknown command'}, not by "
+                                 f"{kind}; choose another --out")
         if config.resume and existing:
             run.checkpoint = run.load_checkpoint()
             if run.checkpoint is not None and "trainer" not in run.checkpoint:

@@ -183,14 +183,11 @@ class RunDir:
             raise ValueError(f"{path} is not valid JSON: {error}") from None
 
     def kind(self) -> str | None:
-        """The kind of command that wrote the run (``field-fit``, ``pointcloud-train``, ...)."""
+        """The command that wrote the run (``field fit``, ``pointcloud train``, ...), from ``config.json``."""
         return self.read_config().get("kind")
 
-    def log_metrics(self, record: dict[str, Any]) -> None:
-        """Append one record to ``metrics.jsonl`` (the whole file is rewritten atomically)."""
-        self.write_metrics(self.read_metrics() + [record])
-
     def write_metrics(self, records: list[dict[str, Any]]) -> None:
+        """``metrics.jsonl``: one JSON object per record, the whole file written atomically."""
         text = "".join(json.dumps(r, default=_json_default) + "\n" for r in records)
         atomic_write(self.path("metrics.jsonl"), lambda p: p.write_text(text))
 
@@ -225,6 +222,6 @@ def open_run(path: str | os.PathLike, kinds: str | tuple[str, ...], command: str
     run = RunDir(root, create=False)
     kind = run.kind()
     if kind not in kinds:
-        raise ValueError(f"{root} was written by {kind or 'an unknown command'}; '{command}' expects a run written by "
-                         f"{' or '.join(kinds)}")
+        raise ValueError(f"{root} was written by {kind or 'an unknown command'}; '{command}' expects a run "
+                         f"written by {' or '.join(kinds)}")
     return run

@@ -23,7 +23,8 @@ from priors3d.runs import save_json, save_torch
 from priors3d.shaping.clicks import Click
 from priors3d.shaping.decoder import OUTPUTS, decoder_deltas, solve_edit
 from priors3d.shaping.edit import edit_picture, recolor as recolor_field, select as select_pixels
-from priors3d.shaping.infogs import SplatShapeConfig, clicked_gaussian, load_shaped, render_set, shape_splats
+from priors3d.shaping.infogs import (SplatShapeConfig, clicked_gaussian, edit_target, load_shaped, render_set,
+                                     shape_splats)
 from priors3d.shaping.propagate import render_grey
 from priors3d.shaping.shape import Method, ShapeConfig, evaluation_clicks, propagate_labels, shape_field
 from priors3d.viz import label_pictures, save_png
@@ -196,14 +197,7 @@ def splat_edit(cfg: SplatEditConfig) -> dict:
     run = load_shaped(cfg.run)
     deltas = decoder_deltas(run.decoder).detach()
     g = clicked_gaussian(run.field, deltas, run.scene.train, run.setup, click, run.ids, run.masks)
-    if cfg.op == "move":
-        output, target = "motion", torch.tensor(cfg.offset, dtype=torch.float32)
-    elif cfg.op == "recolor":
-        output, target = "color", torch.tensor(cfg.color, dtype=torch.float32) - (run.field.colors[g] + deltas[g, 3:6])
-    elif cfg.op == "remove":  # down to opacity 0.001
-        output, target = "opacity", torch.tensor([-6.9]) - (run.field.opacity_logits[g] + deltas[g, 6]).reshape(1)
-    else:
-        raise ValueError(f"op must be 'move', 'recolor' or 'remove', got {cfg.op!r}")
+    output, target = edit_target(run.field, deltas, g, cfg.op, cfg.offset, cfg.color)
     theta = solve_edit(run.decoder, g, output, target, cfg.steps)
     edited = decoder_deltas(run.decoder, theta).detach()
     affected = (edited - deltas)[:, OUTPUTS[output]].norm(dim=-1) > 0.5 * target.norm()

@@ -7,7 +7,6 @@ time), ``checkpoint.pt`` (the engine's; its trainer state is ``{field, setup, op
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -69,12 +68,11 @@ def learning_rate(cfg: FitConfig, step: int, train_time: float) -> float:
 
 class _NerfTrainer:
     """One step: ``batch_rays`` random training rays, MSE, Adam; the cached density grid is refreshed
-    every ``density_grid_every`` steps. ``train_time`` (seconds trained so far) drives a budgeted schedule."""
+    every ``density_grid_every`` steps. The run's training time so far drives a budgeted schedule."""
 
     def __init__(self, run: engine.Run, setup: FieldSetup, scene: Scene, cfg: FitConfig):
         self.model = NeRF(replace(cfg.field, aabb=setup.aabb))  # drawn after the engine seeded the run
-        self.setup, self.cfg, self.generator = setup, cfg, run.generator
-        self.train_time = run.checkpoint["train_time_s"] if run.checkpoint else 0.0
+        self.run, self.setup, self.cfg, self.generator = run, setup, cfg, run.generator
         self.optimiser = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=1e-15, fused=True)
         origins, directions = views_rays(scene.train)
         o, d = origins.reshape(-1, 3).contiguous(), directions.reshape(-1, 3).contiguous()
@@ -83,9 +81,9 @@ class _NerfTrainer:
         self.sampling = setup.sampling(self.model)
 
     def step(self, step: int) -> dict[str, float]:
-        start, cfg, rays = time.perf_counter(), self.cfg, self.rays
+        cfg, rays = self.cfg, self.rays
         for group in self.optimiser.param_groups:
-            group["lr"] = learning_rate(cfg, step, self.train_time)
+            group["lr"] = learning_rate(cfg, step, self.run.train_time)
         index = torch.randint(rays["o"].shape[0], (cfg.batch_rays,), generator=self.generator)
         out = render_rays(self.model, rays["o"][index], rays["d"][index], rays["near"][index], rays["far"][index],
                           generator=self.generator, **self.sampling)
@@ -95,7 +93,6 @@ class _NerfTrainer:
         self.optimiser.step()
         if (step + 1) % cfg.density_grid_every == 0:
             self.model.update_density_grid(generator=self.generator)
-        self.train_time += time.perf_counter() - start
         return {"loss": loss.item()}
 
     def render(self, views: Views) -> list[dict[str, Tensor]]:

@@ -3,7 +3,7 @@
 
 from .clicks import Click, auto_clicks, dense_clicks, object_clicks
 from .edit import recolor, select
-from .infogs import SplatShapeConfig, load_shaped, move_metrics, shape_splats
+from .infogs import SplatShapeConfig, edit_target, load_shaped, move_metrics, shape_splats
 from .jacobian import pixel_jacobians, point_jacobians
 from .losses import info_nce, shaping_loss
 from .pairs import adaptive_feature_pairs, corrupt_masks, mask_pairs
@@ -12,7 +12,7 @@ from .shape import TUNED, ShapeConfig, evaluation_clicks, propagate_labels, shap
 
 __all__ = [
     "TUNED", "Click", "ShapeConfig", "SplatShapeConfig", "adaptive_feature_pairs", "auto_clicks", "corrupt_masks",
-    "dense_clicks", "evaluation_clicks", "first_order_responses", "info_nce", "load_shaped", "mask_pairs",
+    "dense_clicks", "edit_target", "evaluation_clicks", "first_order_responses", "info_nce", "load_shaped", "mask_pairs",
     "move_metrics", "object_clicks", "perturb_responses", "pixel_jacobians", "point_jacobians", "propagate_labels",
     "recolor", "select", "shape_field", "shape_splats", "shaping_loss", "volume_responses",
 ]

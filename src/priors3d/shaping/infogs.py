@@ -288,6 +288,21 @@ def clicked_gaussian(field: GaussianField, deltas: Tensor, views: Views, setup: 
     return int(torch.where(ids == label, weights, torch.zeros_like(weights)).argmax())
 
 
+def edit_target(field: GaussianField, deltas: Tensor, g: int, op: str,
+                offset: tuple[float, float, float] = (0.0, 0.0, 0.3),
+                color: tuple[float, float, float] = (0.1, 0.8, 0.2)) -> tuple[str, Tensor]:
+    """The decoder output an edit of Gaussian ``g`` changes (see ``decoder.OUTPUTS``) and by how much, for the field
+    decoded with ``deltas [G, 7]``: ``move`` by ``offset``, ``recolor`` to ``color``, ``remove`` down to opacity
+    0.001 (logit -6.9). The pair is what ``decoder.solve_edit`` takes."""
+    if op == "move":
+        return "motion", torch.tensor(offset, dtype=torch.float32)
+    if op == "recolor":
+        return "color", torch.tensor(color, dtype=torch.float32) - (field.colors[g].detach() + deltas[g, 3:6])
+    if op == "remove":
+        return "opacity", torch.tensor([-6.9]) - (field.opacity_logits[g].detach() + deltas[g, 6]).reshape(1)
+    raise ValueError(f"op must be 'move', 'recolor' or 'remove', got {op!r}")
+
+
 def move_metrics(field: GaussianField, setup: SplatSetup, decoder: GaussianDecoder, ids: Tensor, views: Views,
                  masks: Tensor, clicks: list[Click], offset: float = 0.3) -> dict:
     """Recall and leakage of an upward move of ``offset`` from each click (``recall_leakage`` over all

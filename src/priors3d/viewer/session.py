@@ -44,7 +44,7 @@ from priors3d.fields.views import Scene, Views
 from priors3d.shaping.clicks import Click
 from priors3d.shaping.decoder import decoded_attributes, decoder_deltas, gaussian_jacobians, render_decoded, solve_edit
 from priors3d.shaping.edit import recolor
-from priors3d.shaping.infogs import clicked_gaussian, load_shaped
+from priors3d.shaping.infogs import clicked_gaussian, edit_target, load_shaped
 from priors3d.shaping.jacobian import pixel_jacobians_chunked
 from priors3d.shaping.propagate import (argmax_labels, click_jacobians, click_rays, first_order_responses, prototypes,
                                         view_rays)
@@ -376,28 +376,27 @@ class SplatViewer(RunViewer):
         return (f"label {len(self.overlay[1]) - 1}: Gaussian {g} at ({click.x}, {click.y}); every Gaussian takes the "
                 f"label it resonates with most (none below {threshold:.2f})")
 
-    def _solve(self, views: Views, click: Click, output: str, target: Callable[[int, Tensor], Tensor]) -> int:
-        """Edit what moves with the clicked Gaussian ``g``: its ``output`` delta changes by ``target(g, deltas)``."""
+    def _solve(self, views: Views, click: Click, op: str, **options) -> int:
+        """Edit what moves with the clicked Gaussian ``g`` (``op`` and ``options`` as ``infogs.edit_target``)."""
         g = self._gaussian(views, click)
         with torch.no_grad():  # solve_edit starts from the decoder's own θ_D: the current edit
             for name, value in self.edit[0].items():
                 self.decoder.get_parameter(name).copy_(value)
-        theta = solve_edit(self.decoder, g, output, target(g, self.deltas(self.edit)), self.edit_steps)
+        output, target = edit_target(self.field, self.deltas(self.edit), g, op, **options)
+        theta = solve_edit(self.decoder, g, output, target, self.edit_steps)
         self._edited({n: t.detach() for n, t in theta.items()})
         return g
 
     def _recolor(self, views: Views, click: Click, color: tuple[float, float, float], **_) -> str:
-        rgb = torch.tensor(color)
-        g = self._solve(views, click, "color", lambda g, d: rgb - (self.field.colors[g].detach() + d[g, 3:6]))
+        g = self._solve(views, click, "recolor", color=color)
         return f"recolour: Gaussian {g} at ({click.x}, {click.y}) and its object -> RGB {_rgb_text(color)}"
 
     def _move(self, views: Views, click: Click, offset: tuple[float, float, float], **_) -> str:
-        g = self._solve(views, click, "motion", lambda g, d: torch.tensor(offset, dtype=torch.float32))
+        g = self._solve(views, click, "move", offset=offset)
         return f"move: Gaussian {g} at ({click.x}, {click.y}) and its object by {_rgb_text(offset)}"
 
-    def _remove(self, views: Views, click: Click, **_) -> str:  # down to opacity 0.001, as ``splat edit``
-        g = self._solve(views, click, "opacity", lambda g, d: torch.tensor([-6.9])
-                        - (self.field.opacity_logits[g].detach() + d[g, 6]).reshape(1))
+    def _remove(self, views: Views, click: Click, **_) -> str:
+        g = self._solve(views, click, "remove")
         return f"remove: Gaussian {g} at ({click.x}, {click.y}) and its object"
 
 
