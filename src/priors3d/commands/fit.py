@@ -11,9 +11,10 @@ import tyro
 
 from priors3d.engine import CommandConfig
 from priors3d.fields.fit import FitConfig, fit_nerf, load_field, view_psnr
-from priors3d.fields.formats import open_scene, write_nerfstudio
+from priors3d.fields.formats import fitted_scene, read_scene, write_nerfstudio
 from priors3d.fields.render import render_nerf_views
 from priors3d.fields.scenes.generate import contact_sheet
+from priors3d.fields.scenes.object import ObjectConfig, write_blender
 from priors3d.fields.scenes.room import RoomConfig, generate_room
 from priors3d.fields.splat_fit import SplatFitConfig, fit_splats
 from priors3d.runs import save_json
@@ -25,9 +26,13 @@ class GenerateConfig(CommandConfig):
     """Options of ``priors3d field generate``."""
 
     out: tyro.conf.Positional[Path]
-    """Scene folder to write (nerfstudio layout)."""
+    """Scene folder to write (nerfstudio layout for a room, NeRF-synthetic layout for an object)."""
+    kind: Literal["room", "object"] = "room"
+    """A procedural room, or an object captured as the NeRF-synthetic data sets are (``--object.*`` options)."""
     room: tyro.conf.OmitArgPrefixes[RoomConfig] = field(default_factory=RoomConfig)
     """The room and its cameras."""
+    object: ObjectConfig = field(default_factory=ObjectConfig)
+    """The object and its cameras."""
     sheet_views: int = 4
     """Test views shown in contact_sheet.png."""
 
@@ -45,8 +50,15 @@ class RenderConfig(CommandConfig):
 
 
 def generate(cfg: GenerateConfig) -> Path:
-    """Render a procedural room (seeded) to OUT: nerfstudio transforms.json, images, depth, labels, contact sheet."""
+    """Render a procedural room (seeded) to OUT: nerfstudio transforms.json, images, depth, labels, contact sheet;
+    or, with ``--kind object``, an object in the NeRF-synthetic layout (RGBA frames, transforms_{train,val,test}.json)."""
     start = time.perf_counter()
+    if cfg.kind == "object":
+        transforms = write_blender(cfg.out, cfg.object, progress=cfg.progress)
+        o = cfg.object
+        print(f"rendered {o.n_train} train + {o.n_val} val + {o.n_test} test views ({o.width}x{o.height}) in "
+              f"{time.perf_counter() - start:.1f} s; wrote {transforms.parent} (NeRF-synthetic layout)")
+        return transforms
     scene = generate_room(cfg.room, progress=cfg.progress)
     seconds = time.perf_counter() - start
     transforms = write_nerfstudio(scene, cfg.out)
@@ -58,7 +70,7 @@ def generate(cfg: GenerateConfig) -> Path:
 
 def fit(cfg: FitConfig) -> dict:
     """Fit a CPU-fast NeRF to a scene; writes metrics, checkpoints and test-view pictures to ``--out``."""
-    summary = fit_nerf(open_scene(cfg.scene), cfg)
+    summary = fit_nerf(read_scene(cfg.scene, cfg), cfg)
     print(f"test PSNR {summary['psnr']:.2f} dB after {summary['step']} iterations "
           f"({summary['train_time_s']:.0f} s) -> {cfg.out}")
     return summary
@@ -67,7 +79,7 @@ def fit(cfg: FitConfig) -> dict:
 def render(cfg: RenderConfig) -> dict:
     """Render the views of a split from a fitted field to PNGs (colour and depth); report PSNR."""
     model, setup = load_field(cfg.run)
-    scene = open_scene(setup.scene)
+    scene = fitted_scene(setup)
     views = scene.test if cfg.split == "test" else scene.train
     out = cfg.out or cfg.run / "renders" / cfg.split
     renders = render_nerf_views(model, views, setup, cfg.chunk, progress=cfg.progress)
@@ -83,7 +95,7 @@ def render(cfg: RenderConfig) -> dict:
 
 def splat_fit(cfg: SplatFitConfig) -> dict:
     """Fit 3D Gaussians to a scene on the CPU; writes metrics, checkpoints and test-view pictures to ``--out``."""
-    summary = fit_splats(open_scene(cfg.scene), cfg)
+    summary = fit_splats(read_scene(cfg.scene, cfg), cfg)
     print(f"{summary['gaussians']} Gaussians, test PSNR {summary['psnr']:.2f} dB after {summary['step']} steps "
           f"({summary['train_time_s']:.0f} s) -> {cfg.out}")
     return summary

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from priors3d import engine
 from priors3d.engine import RunConfig
+from priors3d.fields.formats import SceneOptions
 from priors3d.fields.nerf import NeRF, NeRFConfig, field_from_state, field_state
 from priors3d.fields.rays import ray_bounds, scene_aabb, views_rays
 from priors3d.fields.render import FieldSetup, render_nerf_views, render_rays
@@ -28,7 +29,7 @@ from priors3d.viz import depth_image, save_png
 
 
 @dataclass(kw_only=True)
-class FitConfig(RunConfig):
+class FitConfig(SceneOptions, RunConfig):
     """Options of ``priors3d field fit``."""
 
     scene: tyro.conf.Positional[Path]
@@ -45,8 +46,10 @@ class FitConfig(RunConfig):
     """Intervals per ray read from the cached density grid to place the rendered ones (0 = stratified)."""
     density_grid_every: int = 16
     """Refresh the cached density grid every this many iterations."""
-    background: tuple[float, float, float] | None = None
-    """Colour behind the field (None = black; rooms are closed)."""
+    near: float | None = None
+    """Ray start in scene units (default: the loader's)."""
+    far: float | None = None
+    """Ray end (default: the loader's)."""
     eval_every: int = 500
     checkpoint_every: int = 500
     picture_views: int = 3
@@ -155,13 +158,18 @@ def run_fit(cfg: RunConfig, kind: str, scene: Scene, new_trainer: Callable[[engi
 
 
 def fit_nerf(scene: Scene, cfg: FitConfig) -> dict:
-    """Fit a ``NeRF`` to ``scene.train``; evaluate on ``scene.test``; write the run to ``cfg.out`` (``run_fit``).
+    """Fit a ``NeRF`` to ``scene.train`` (read with ``read_scene(cfg.scene, cfg)``: the setup records its box, ray
+    background; ``cfg.near``/``cfg.far`` override its ray bounds); evaluate on ``scene.test``; write the run to ``cfg.out`` (``run_fit``).
 
     Returns the summary also written to ``metrics.json`` (test PSNR, steps, training time, speed).
     """
+    near, far = (float(loaded if given is None else given) for given, loaded in ((cfg.near, scene.near),
+                                                                             (cfg.far, scene.far)))
+    if not 0 <= near < far:
+        raise ValueError(f"need 0 <= near < far, got near={near}, far={far}")
     setup = FieldSetup(scene=str(cfg.scene), aabb=tuple(scene_aabb(scene).flatten().tolist()),
-                       near=float(scene.near), far=float(scene.far), n_samples=cfg.n_samples,
-                       n_proposal=cfg.n_proposal, background=cfg.background)
+                       near=near, far=far, n_samples=cfg.n_samples,
+                       n_proposal=cfg.n_proposal, background=scene.background, downscale=cfg.downscale)
     return run_fit(cfg, "field fit", scene, lambda run: _NerfTrainer(run, setup, scene, cfg), desc="fit",
                    time_budget_s=cfg.time_budget_s, rates={"rays_per_s": cfg.batch_rays})
 

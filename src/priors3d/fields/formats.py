@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from priors3d.fields.cameras import DISTORTION_KEYS, undistort_image, undistorted_intrinsics
 from priors3d.fields.gaussians import backproject_depth
+from priors3d.fields.rays import inward_box
 from priors3d.fields.views import Scene, Views
 from priors3d.runs import atomic_write, save_json
 from priors3d.viz import palette
@@ -130,8 +133,9 @@ def _find_image(root: Path, file_path: str, source: Path) -> Path:
                             + ", ".join(str(p) for p in candidates))
 
 
-def _rgb(path: Path, background: tuple[float, float, float]) -> np.ndarray:
-    """The image at ``path`` as ``[H, W, 3]`` float32 in [0, 1]; RGBA is composited over ``background``."""
+def _rgb(path: Path, background: tuple[float, float, float]) -> tuple[np.ndarray, bool]:
+    """The image at ``path`` as ``[H, W, 3]`` float32 in [0, 1], and whether it had an alpha channel (RGBA is
+    composited over ``background``)."""
     array = _read(path)
     if array.dtype in (np.uint8, np.uint16):
         array = array.astype(np.float32) / np.iinfo(array.dtype).max
@@ -143,8 +147,8 @@ def _rgb(path: Path, background: tuple[float, float, float]) -> np.ndarray:
         raise ValueError(f"{path}: the image holds NaN or Inf values")
     if array.shape[-1] == 4:
         alpha = array[..., 3:]
-        array = array[..., :3] * alpha + np.asarray(background, np.float32) * (1 - alpha)
-    return array.astype(np.float32)
+        return (array[..., :3] * alpha + np.asarray(background, np.float32) * (1 - alpha)).astype(np.float32), True
+    return array.astype(np.float32), False
 
 
 def _labels_from_disk(path: Path) -> np.ndarray:
@@ -178,18 +182,22 @@ def _features(root: Path, names: list[str], hw: tuple[int, int]) -> Tensor | Non
     return torch.stack(maps)
 
 
-def _to_views(raw: dict[str, list], root: Path, downscale: int) -> Views:
-    """Stack the per-frame arrays of ``raw`` (one list per ``Views`` field; empty lists: no such maps) into
-    ``Views``, every image shrunk by ``downscale``: RGB box-averaged, labels and depth sampled."""
-    for i, image in enumerate(raw["images"] if downscale > 1 else []):
-        h, w = image.shape[:2]
-        if h % downscale or w % downscale:
-            raise ValueError(f"downscale {downscale} must divide the image size {h}x{w} ({raw['names'][i]})")
-        raw["images"][i] = image.reshape(h // downscale, downscale, w // downscale, downscale, 3).mean((1, 3))
-        for key in ("depth", "semantic", "instance"):
-            if raw[key]:
-                raw[key][i] = raw[key][i][downscale // 2::downscale, downscale // 2::downscale]
-        raw["intrinsics"][i] = [v / downscale for v in raw["intrinsics"][i]]
+def _shrink(maps: dict[str, np.ndarray], intrinsics: list[float], factor: int,
+            name: str) -> tuple[dict[str, np.ndarray], list[float]]:
+    """One frame's maps shrunk by an integer ``factor``: colour box-averaged, depth and labels sampled at the
+    block centres; intrinsics scaled alike."""
+    if factor == 1:
+        return maps, intrinsics
+    h, w = maps["images"].shape[:2]
+    if h % factor or w % factor:
+        raise ValueError(f"downscale {factor} must divide the image size {h}x{w} ({name})")
+    out = {key: value[factor // 2::factor, factor // 2::factor] for key, value in maps.items()}
+    out["images"] = maps["images"].reshape(h // factor, factor, w // factor, factor, 3).mean((1, 3))
+    return out, [v / factor for v in intrinsics]
+
+
+def _to_views(raw: dict[str, list], root: Path) -> Views:
+    """Stack the per-frame arrays of ``raw`` (one list per ``Views`` field; empty lists: no such maps)."""
     shapes = {image.shape for image in raw["images"]}
     if len(shapes) != 1:
         raise ValueError(f"{root}: all images must have one size, found {sorted(shapes)}")
@@ -235,32 +243,76 @@ def _intrinsics(meta: dict, frame: dict, w: int, h: int, source: Path, index: in
     return [fx, fy, cx, cy]
 
 
+def _distortion(meta: dict, frame: dict, source: Path, index: int) -> Tensor | None:
+    """``(k1, k2, k3, p1, p2)`` of a frame (per frame or top level; absent keys are 0), None for a pinhole."""
+    get = lambda key: frame.get(key, meta.get(key))  # noqa: E731
+    model = get("camera_model") or "OPENCV"
+    if model not in ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV", "SIMPLE_RADIAL", "RADIAL"):
+        raise ValueError(f"{source}: frame {index} has camera_model {model!r}; supported: PINHOLE and OpenCV's "
+                         "radial-tangential model (OPENCV: k1 k2 k3 p1 p2)")
+    if get("k4"):
+        raise ValueError(f"{source}: frame {index} has k4 = {get('k4')}, a fisheye or rational model; supported: "
+                         "OpenCV's radial-tangential model (k1 k2 k3 p1 p2)")
+    coeffs = [float(get(key) or 0.0) for key in DISTORTION_KEYS]
+    if not all(map(math.isfinite, coeffs)):
+        raise ValueError(f"{source}: frame {index} distortion holds NaN or Inf: {dict(zip(DISTORTION_KEYS, coeffs))}")
+    return torch.tensor(coeffs, dtype=torch.float64) if any(coeffs) else None
+
+
+def _undistorted(maps: dict[str, np.ndarray], intrinsics: list[float],
+                 coeffs: Tensor) -> tuple[dict[str, np.ndarray], list[float]]:
+    """One frame's maps resampled to the pinhole of the same size that sees only recorded pixels."""
+    h, w = maps["images"].shape[:2]
+    old = torch.tensor(intrinsics, dtype=torch.float64)
+    new = undistorted_intrinsics(old, coeffs, h, w)
+    out = {}
+    for key, value in maps.items():
+        tensor = torch.from_numpy(np.ascontiguousarray(value))
+        tensor = tensor if tensor.ndim == 3 else tensor[..., None]
+        mode = "bilinear" if key == "images" else "nearest"  # depth too: no blending across silhouettes
+        out[key] = undistort_image(tensor, old, coeffs, new, mode).reshape(value.shape).numpy()
+    return out, new.tolist()
+
+
 def _read_frames(source: Path, meta: dict, background, downscale: int,
-                 frames: list[tuple[int, dict]] | None = None) -> Views:
-    """The views of ``frames`` (``(index, frame)`` pairs; default: all) of the transforms file ``source``."""
+                 frames: list[tuple[int, dict]] | None = None) -> tuple[Views, bool]:
+    """The views of ``frames`` (``(index, frame)`` pairs; default: all) of the transforms file ``source``, each frame
+    undistorted (OpenCV coefficients) and shrunk by ``downscale`` as it is read; and whether any image had alpha."""
     root = source.parent
     raw: dict[str, list] = {k: [] for k in ("images", "c2w", "intrinsics", "names", "depth", "semantic", "instance")}
+    any_alpha = False
     for index, frame in enumerate(meta.get("frames", [])) if frames is None else frames:
         if "file_path" not in frame or "transform_matrix" not in frame:
             raise ValueError(f"{source}: frame {index} needs 'file_path' and 'transform_matrix'")
         path = _find_image(root, frame["file_path"], source)
-        image = _rgb(path, background)
-        raw["images"].append(image)
-        raw["c2w"].append(_matrix(frame["transform_matrix"], source, index))
-        raw["intrinsics"].append(_intrinsics(meta, frame, image.shape[1], image.shape[0], source, index))
-        raw["names"].append(path.stem)
+        image, alpha = _rgb(path, background)
+        any_alpha |= alpha
+        maps = {"images": image}
         if "depth_file_path" in frame:
             depth = root / frame["depth_file_path"]
-            raw["depth"].append(np.load(depth).astype(np.float32) if depth.suffix == ".npy"
-                                else _read(depth).astype(np.float32) * meta.get("depth_unit_scale_factor", 1e-3))
+            maps["depth"] = (np.load(depth).astype(np.float32) if depth.suffix == ".npy"
+                             else _read(depth).astype(np.float32) * meta.get("depth_unit_scale_factor", 1e-3))
         for key, out in (("semantic_class_path", "semantic"), ("semantic_instance_path", "instance")):
             if key in frame:
-                raw[out].append(_labels_from_disk(root / frame[key]))
+                maps[out] = _labels_from_disk(root / frame[key])
+        for key, value in maps.items():
+            if value.shape[:2] != image.shape[:2]:
+                raise ValueError(f"{source}: frame {index} {key} map is {value.shape[1]}x{value.shape[0]}, its image "
+                                 f"{image.shape[1]}x{image.shape[0]}")
+        intrinsics = _intrinsics(meta, frame, image.shape[1], image.shape[0], source, index)
+        if (coeffs := _distortion(meta, frame, source, index)) is not None:
+            maps, intrinsics = _undistorted(maps, intrinsics, coeffs)
+        maps, intrinsics = _shrink(maps, intrinsics, downscale, path.name)
+        for key, value in maps.items():
+            raw[key].append(value)
+        raw["c2w"].append(_matrix(frame["transform_matrix"], source, index))
+        raw["intrinsics"].append(intrinsics)
+        raw["names"].append(path.stem)
     for key in ("depth", "semantic", "instance"):
         if raw[key] and len(raw[key]) != len(raw["images"]):
             raise ValueError(f"{source}: {key} is given for {len(raw[key])} of {len(raw['images'])} frames; "
                              "give it for all or none")
-    return _to_views(raw, root, downscale)
+    return _to_views(raw, root), any_alpha
 
 
 def _json(path: Path) -> dict:
@@ -270,12 +322,18 @@ def _json(path: Path) -> dict:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
 
 
-def _scene(root: Path, train: Views, test: Views, class_names: list[str] | None = None) -> Scene:
-    """Attach ``scene.json`` metadata when present, otherwise derive names and bounds from the views: an aabb
-    around the cameras, the origin and the points of every 4th depth pixel, padded; ``far`` = its diagonal."""
+def _scene(root: Path, train: Views, test: Views, class_names: list[str] | None = None,
+           background: tuple[float, float, float] | None = None) -> Scene:
+    """Attach ``scene.json`` metadata when present, otherwise derive names and bounds from the views: with depth,
+    an aabb around the cameras, the origin and the points of every 4th depth pixel, padded, ``far`` = its
+    diagonal; without depth and cameras looking inward at one point (an object capture), the box they look at
+    (:func:`~priors3d.fields.rays.inward_box`); otherwise the cameras and the origin, padded."""
     info = _json(root / "scene.json") if (root / "scene.json").is_file() else {}
+    near = float(info.get("near", 0.05))
     if info.get("aabb") is not None:
         aabb, far = torch.tensor(info["aabb"], dtype=torch.float32), float(info.get("far", 10.0))
+    elif train.depth is None and (inward := inward_box(train)) is not None:
+        aabb, near, far = inward
     else:
         points = [torch.zeros(1, 3)] + [v.c2w[:, :3, 3] for v in (train, test)]
         cloud = torch.cat(points + [backproject_depth(v, 4)[0] for v in (train, test) if v.depth is not None])
@@ -291,7 +349,29 @@ def _scene(root: Path, train: Views, test: Views, class_names: list[str] | None 
     colors = info.get("class_colors")
     colors = torch.tensor(colors, dtype=torch.uint8) if colors else palette(len(class_names))
     return Scene(train=train, test=test, class_names=list(class_names), class_colors=colors, aabb=aabb,
-                 near=float(info.get("near", 0.05)), far=far)
+                 near=near, far=far, background=background)
+
+
+def normalising_transform(views: Views) -> Tensor:
+    """``[4, 4]`` similarity (float64) from a capture's coordinates to the scene's: the point the cameras look at
+    (:func:`~priors3d.fields.rays.inward_box`) or, if they do not look at one, the mean camera centre goes to the
+    origin, and the farthest camera to distance 1. Orientation is kept."""
+    centres = views.c2w[:, :3, 3].double()
+    inward = inward_box(views)
+    centre = centres.mean(0) if inward is None else inward[0].double().mean(0)
+    scale = 1.0 / (centres - centre).norm(dim=-1).max().clamp_min(1e-12)
+    transform = torch.eye(4, dtype=torch.float64)
+    transform[:3, :3] *= scale
+    transform[:3, 3] = -scale * centre
+    return transform
+
+
+def _transformed(views: Views, transform: Tensor) -> Views:
+    """``views`` seen in the coordinates of the similarity ``transform`` (cameras moved, depth scaled)."""
+    scale = float(transform[0, :3].norm())
+    c2w = views.c2w.double().clone()
+    c2w[:, :3, 3] = c2w[:, :3, 3] @ transform[:3, :3].T + transform[:3, 3]
+    return replace(views, c2w=c2w.float(), depth=None if views.depth is None else views.depth * scale)
 
 
 def load_nerfstudio(folder: str | Path, background: tuple[float, float, float] = (1.0, 1.0, 1.0),
@@ -303,7 +383,11 @@ def load_nerfstudio(folder: str | Path, background: tuple[float, float, float] =
     ``train_filenames`` / ``test_filenames``, else by each frame's ``split`` field, else by
     :func:`split_indices` with ``test_every``. Intrinsics: ``fl_x, fl_y, cx, cy, w, h`` (top level or
     per frame) or ``camera_angle_x``; ``cx, cy`` default to the image centre. RGBA is composited over
-    ``background``. ``downscale`` shrinks images by an integer factor.
+    ``background`` (recorded as ``Scene.background``: a field must render that colour behind itself). A single
+    ``transforms.json`` without our ``scene.json`` is a capture: its poses are re-centred and scaled
+    (:func:`normalising_transform`, kept as ``Scene.transform``). OpenCV
+    distortion (``k1 k2 k3 p1 p2``, top level or per frame) is undone as each frame is read (the new pinhole sees
+    only recorded pixels). ``downscale`` shrinks each frame by an integer factor as it is read.
     """
     root = Path(folder)
     single, blender = root / "transforms.json", root / "transforms_train.json"
@@ -313,7 +397,9 @@ def load_nerfstudio(folder: str | Path, background: tuple[float, float, float] =
         if test_file is None:
             raise FileNotFoundError(f"{root}: has transforms_train.json but no transforms_test.json or "
                                     "transforms_val.json")
-        return _scene(root, *(_read_frames(path, _json(path), background, downscale) for path in (blender, test_file)))
+        (train, alpha_train), (test, alpha_test) = (_read_frames(path, _json(path), background, downscale)
+                                                     for path in (blender, test_file))
+        return _scene(root, train, test, background=background if alpha_train or alpha_test else None)
     if not single.is_file():
         raise FileNotFoundError(f"{root}: expected {single.name} (nerfstudio) or {blender.name} (Blender)")
     meta = _json(single)
@@ -329,10 +415,18 @@ def load_nerfstudio(folder: str | Path, background: tuple[float, float, float] =
         train, test = ([frames[i] for i in index] for index in split_indices(len(frames), test_every))
     if not train or not test:
         raise ValueError(f"{single}: the split left {len(train)} train and {len(test)} test frames")
-    return _scene(root, *(_read_frames(single, meta, background, downscale, split) for split in (train, test)))
+    (train, alpha_train), (test, alpha_test) = (_read_frames(single, meta, background, downscale, split)
+                                                 for split in (train, test))
+    transform = None
+    if not (root / "scene.json").is_file():  # a capture: poses in whatever frame and scale its tool chose
+        transform = normalising_transform(train)
+        train, test = (_transformed(v, transform) for v in (train, test))
+    scene = _scene(root, train, test, background=background if alpha_train or alpha_test else None)
+    return replace(scene, transform=transform)
 
 
-def load_replica(folder: str | Path, downscale: int = 1, test_every: int = 8, hfov_deg: float = 90.0) -> Scene:
+def load_replica(folder: str | Path, downscale: int = 1, test_every: int = 8, hfov_deg: float = 90.0,
+                 background: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Scene:
     """Load a Replica sequence as rendered for Semantic-NeRF.
 
     Layout: ``traj_w_c.txt`` (one row-major 4x4 camera-to-world per line, OpenCV axes), ``rgb/rgb_{i}.png``,
@@ -340,7 +434,8 @@ def load_replica(folder: str | Path, downscale: int = 1, test_every: int = 8, hf
     ``semantic_instance/semantic_instance_{i}.png``. Pinhole with ``hfov_deg`` horizontal field of view,
     principal point at the image centre. Class ids present in any frame are remapped to ``0..C-1`` in
     increasing order (names ``class_<id on disk>``), likewise instance ids; 0 on disk is void (-1).
-    Split: :func:`split_indices` with ``test_every``.
+    Split: :func:`split_indices` with ``test_every``. RGBA frames (not what Semantic-NeRF ships) are
+    composited over ``background``; ``downscale`` shrinks each frame as it is read.
     """
     root = Path(folder)
     traj = root / "traj_w_c.txt"
@@ -358,28 +453,32 @@ def load_replica(folder: str | Path, downscale: int = 1, test_every: int = 8, hf
     if n_rgb != len(poses):
         raise ValueError(f"{traj}: {len(poses)} poses but {root / 'rgb'} holds {n_rgb} rgb_<i>.png images")
     raw: dict[str, list] = {k: [] for k in ("images", "c2w", "intrinsics", "names", "depth", "semantic", "instance")}
+    any_alpha = False
     optional = {"depth": "depth/depth_{}.png", "semantic": "semantic_class/semantic_class_{}.png",
                 "instance": "semantic_instance/semantic_instance_{}.png"}
     for i, pose in enumerate(poses):
         path = root / "rgb" / f"rgb_{i}.png"
-        image = _rgb(path, (0.0, 0.0, 0.0))
+        image, alpha = _rgb(path, background)
+        any_alpha |= alpha
         h, w = image.shape[:2]
         f = 0.5 * w / math.tan(math.radians(hfov_deg) / 2)
-        for key, value in (("images", image), ("c2w", pose), ("intrinsics", [f, f, w / 2, h / 2]),
-                           ("names", path.stem)):
-            raw[key].append(value)
+        maps = {"images": image}
         for key, pattern in optional.items():
             if (map_path := root / pattern.format(i)).parent.is_dir():
                 array = _read(map_path)
                 if array.shape != (h, w):
                     raise ValueError(f"{map_path}: expected {h}x{w} like {path}, got {array.shape}")
-                raw[key].append(array.astype(np.float32) / 1000 if key == "depth" else array.astype(np.int64))
-    class_ids = _remap(raw["semantic"])
+                maps[key] = array.astype(np.float32) / 1000 if key == "depth" else array.astype(np.int64)
+        maps, intrinsics = _shrink(maps, [f, f, w / 2, h / 2], downscale, path.name)
+        for key, value in (*maps.items(), ("c2w", pose), ("intrinsics", intrinsics), ("names", path.stem)):
+            raw[key].append(value)
+    class_ids = _remap(raw["semantic"])  # the ids present in the frames as loaded
     _remap(raw["instance"])
-    views = _to_views(raw, root, downscale)
+    views = _to_views(raw, root)
     train, test = split_indices(len(views), test_every)
     names = [f"class_{c}" for c in class_ids] if raw["semantic"] else []
-    return _scene(root, views.subset(train), views.subset(test), class_names=names)
+    return _scene(root, views.subset(train), views.subset(test), class_names=names,
+                  background=background if any_alpha else None)
 
 
 def _remap(maps: list[np.ndarray]) -> list[int]:
@@ -408,13 +507,49 @@ def load_scene(folder: str | Path, **kwargs) -> Scene:
                             "(nerfstudio / Blender) and traj_w_c.txt (Replica / Semantic-NeRF)")
 
 
-def open_scene(scene: str | Path) -> Scene:
-    """``room`` -> the default procedural room; otherwise a scene folder read by ``load_scene``."""
+@dataclass(kw_only=True)
+class SceneOptions:
+    """How a fit reads its scene (``priors3d field fit`` / ``splat fit`` options). The run records them and every
+    later command (render, shape, select, edit, view) reads the scene the same way."""
+
+    downscale: int = 1
+    """Shrink every frame by this integer factor as it is read."""
+    background: tuple[float, float, float] | None = None
+    """Colour behind the field; RGBA frames are composited over it too. None: what the loader composited them
+    over (white for nerfstudio / Blender RGBA frames), black for opaque frames."""
+    aabb: tuple[float, float, float, float, float, float] | None = None
+    """The field's box ``xmin ymin zmin xmax ymax zmax`` (default: the loader's, see ``load_nerfstudio``)."""
+
+
+def read_scene(scene: str | Path, options: SceneOptions) -> Scene:
+    """:func:`open_scene` with ``options``: frames shrunk and composited as asked, the box overridden."""
+    loaded = open_scene(scene, options.downscale, options.background)
+    box = None if options.aabb is None else torch.tensor(options.aabb, dtype=torch.float32).reshape(2, 3)
+    if box is not None and not (box[0] < box[1]).all():
+        raise ValueError(f"aabb must be xmin ymin zmin xmax ymax zmax with min < max, got {options.aabb}")
+    return replace(loaded, aabb=loaded.aabb if box is None else box, background=loaded.background if options.background is None else options.background)
+
+
+def fitted_scene(setup) -> Scene:
+    """The scene a fit ran on, read as the fit read it: ``setup`` is a ``FieldSetup`` or ``SplatSetup`` (its
+    ``scene``, ``downscale`` and ``background``)."""
+    return open_scene(setup.scene, setup.downscale, setup.background)
+
+
+def open_scene(scene: str | Path, downscale: int = 1, background: tuple[float, float, float] | None = None) -> Scene:
+    """``room`` -> the default procedural room; otherwise a scene folder read by ``load_scene``, each frame shrunk
+    by ``downscale`` and RGBA frames composited over ``background`` (None: the loader's default, white for
+    nerfstudio / Blender folders as those data sets are shown)."""
     if str(scene) == "room":
+        if downscale != 1:
+            raise ValueError(f"the procedural room is rendered at its own size; downscale must be 1, got {downscale} "
+                             "(generate a smaller room with `priors3d field generate` instead)")
         from priors3d.fields.scenes import RoomConfig, generate_room
 
         return generate_room(RoomConfig())
     path = Path(scene)
     if not path.is_dir():
         raise FileNotFoundError(f"scene must be a scene folder or 'room', got {str(scene)!r} (no such folder)")
-    return load_scene(path)
+    if downscale < 1:
+        raise ValueError(f"downscale must be a positive integer, got {downscale}")
+    return load_scene(path, downscale=downscale, **({} if background is None else {"background": background}))

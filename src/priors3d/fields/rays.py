@@ -118,3 +118,32 @@ def ray_bounds(origins: Tensor, directions: Tensor, aabb: Tensor, near: float, f
     t_near = t_near.clamp(min=near)
     t_far = torch.where(hit, t_far.clamp(max=far), t_near)
     return t_near, torch.maximum(t_far, t_near)
+
+
+def inward_box(views: Views, max_miss: float = 0.2) -> tuple[Tensor, float, float] | None:
+    """The box that cameras looking inward at one point (an object capture) all look at, or None.
+
+    The point is the least-squares meeting point of the optical axes; the capture counts as inward when the axes
+    pass it at an rms distance below ``max_miss`` times the median camera distance ``d``. The box is the cube of
+    half-side ``1.1 d tan(fov_x / 2)`` around it (what the median camera frames at that distance; 1.59 for the
+    NeRF-synthetic cameras), with ray bounds ``near, far = d_min - r, d_max + r`` (``r`` = its half-diagonal).
+
+    Returns:
+        ``aabb [2, 3]``, near, far; or None when the cameras do not look at one point.
+    """
+    origins, forward = views.c2w[:, :3, 3].double(), -views.c2w[:, :3, 2].double()
+    forward = forward / forward.norm(dim=-1, keepdim=True)
+    across = torch.eye(3, dtype=torch.float64) - forward[:, :, None] * forward[:, None, :]  # [V, 3, 3]
+    point = torch.linalg.lstsq(across.sum(0), (across @ origins[:, :, None]).sum(0)).solution[:, 0]
+    offset = point - origins
+    ahead = (offset * forward).sum(-1)
+    miss = (across @ offset[:, :, None])[..., 0].norm(dim=-1)
+    distance = offset.norm(dim=-1)
+    if (ahead <= 0).any() or miss.square().mean().sqrt() > max_miss * distance.median():
+        return None
+    width = views.hw[1]
+    half_fov_tan = (0.5 * width / views.intrinsics[:, 0].double()).median()
+    half = 1.1 * distance.median() * half_fov_tan
+    aabb = torch.stack([point - half, point + half]).float()
+    reach = float(half) * 3**0.5
+    return aabb, max(0.05, float(distance.min()) - reach), float(distance.max()) + reach

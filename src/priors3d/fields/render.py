@@ -217,6 +217,7 @@ class FieldSetup:
     n_samples: int
     n_proposal: int
     background: tuple[float, float, float] | None = None
+    downscale: int = 1
 
     def sampling(self, model: nn.Module) -> dict:
         """Keyword arguments of ``render_rays`` that render ``model`` as it was fitted: the sample counts, the

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from priors3d import engine
 from priors3d.engine import RunConfig
 from priors3d.fields.fit import run_fit, trained_state
+from priors3d.fields.formats import SceneOptions
 from priors3d.fields.gaussians import ATTRIBUTES, GaussianField, quaternion_to_matrix
 from priors3d.fields.rays import scene_aabb
 from priors3d.fields.views import Scene, Views
@@ -42,6 +43,7 @@ class SplatSetup:
     background: tuple[float, float, float] | None = None
     cull_sigma: float = 3.0
     tile: int = 16
+    downscale: int = 1
 
     def options(self) -> dict:
         """Keyword arguments of ``GaussianField.__call__`` / ``render_gaussians``."""
@@ -50,7 +52,7 @@ class SplatSetup:
 
 
 @dataclass(kw_only=True)
-class SplatFitConfig(RunConfig):
+class SplatFitConfig(SceneOptions, RunConfig):
     """Options of ``priors3d splat fit``."""
 
     scene: tyro.conf.Positional[Path] = Path("room")
@@ -86,8 +88,6 @@ class SplatFitConfig(RunConfig):
     """Gaussians less opaque than this are pruned at each densification step."""
     max_new_gaussians: int = 12000
     """Densification adds no more than this many Gaussians in total (largest gradients first)."""
-    background: tuple[float, float, float] | None = None
-    """Colour behind the Gaussians (None = black; rooms are closed)."""
     cull_sigma: float = 3.0
     """Tiles see the Gaussians whose k-sigma box meets them (see ``splat.rasterize``)."""
     tile: int = 16
@@ -259,13 +259,15 @@ class _SplatTrainer:
 
 
 def fit_splats(scene: Scene, cfg: SplatFitConfig) -> dict:
-    """Fit Gaussians to ``scene.train``; evaluate on ``scene.test``; write the run to ``cfg.out`` (``run_fit``).
+    """Fit Gaussians to ``scene.train`` (read with ``read_scene(cfg.scene, cfg)``: the setup records its background);
+    evaluate on ``scene.test``; write the run to ``cfg.out`` (``run_fit``).
 
     Returns the summary also written to ``metrics.json`` (test PSNR, Gaussians, steps, training time).
     """
     if cfg.iterations < 0 or cfg.densify_every < 1:
         raise ValueError(f"need iterations >= 0 and densify_every >= 1, got {cfg.iterations}, {cfg.densify_every}")
-    setup = SplatSetup(scene=str(cfg.scene), background=cfg.background, cull_sigma=cfg.cull_sigma, tile=cfg.tile)
+    setup = SplatSetup(scene=str(cfg.scene), background=scene.background, cull_sigma=cfg.cull_sigma, tile=cfg.tile,
+                       downscale=cfg.downscale)
     return run_fit(cfg, "splat fit", scene, lambda run: _SplatTrainer(run, setup, scene, cfg), desc="splat fit")
 
 

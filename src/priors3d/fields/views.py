@@ -78,6 +78,10 @@ class Scene:
         class_colors: ``[C, 3]`` uint8 colours for pictures.
         aabb: ``[2, 3]`` world-space box (min, max) that contains everything to reconstruct.
         near, far: ray bounds in metres.
+        background: the colour the loader composited transparent pixels over (a field must render it behind
+            itself); None when the frames are opaque.
+        transform: ``[4, 4]`` float64 similarity from the files' coordinates to these (a capture's poses are
+            re-centred and scaled on loading); its inverse takes fitted geometry back. None: the same.
     """
 
     train: Views
@@ -87,3 +91,5 @@ class Scene:
     aabb: Tensor | None = None
     near: float = 0.05
     far: float = 10.0
+    background: tuple[float, float, float] | None = None
+    transform: Tensor | None = None

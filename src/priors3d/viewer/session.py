@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from priors3d.fields.fit import load_field
-from priors3d.fields.formats import open_scene
+from priors3d.fields.formats import fitted_scene
 from priors3d.fields.rays import scene_aabb
 from priors3d.fields.render import render_nerf_views, render_rays
 from priors3d.fields.splat import render_gaussians
@@ -211,9 +211,10 @@ class FieldViewer(RunViewer):
                  recolor_keep: int = 512, scenes: dict | None = None):
         model, self.setup = load_field(run_dir, "view")
         scenes = {} if scenes is None else scenes
-        if self.setup.scene not in scenes:
-            scenes[self.setup.scene] = open_scene(self.setup.scene)
-        super().__init__(name, kind, scenes[self.setup.scene], model, scale)
+        key = (self.setup.scene, self.setup.downscale, self.setup.background)
+        if key not in scenes:
+            scenes[key] = fitted_scene(self.setup)
+        super().__init__(name, kind, scenes[key], model, scale)
         self.modes = ("select", "recolor", "label") if kind == "field shape" else ()
         self.recolor_steps, self.recolor_keep = recolor_steps, recolor_keep
         self._jacobians: OrderedDict[tuple, list[Tensor]] = OrderedDict()

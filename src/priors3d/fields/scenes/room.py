@@ -256,7 +256,7 @@ def build_parts(cfg: RoomConfig) -> tuple[list[ScenePart], list[str]]:
     return parts, names
 
 
-def _look_at(position: Tensor, target: Tensor) -> Tensor:
+def look_at(position: Tensor, target: Tensor) -> Tensor:
     """Camera-to-world ``[V, 4, 4]`` (OpenGL axes, z up in the world) at ``position [V, 3]`` facing ``target [V, 3]``."""
     forward = torch.nn.functional.normalize(target - position, dim=-1)
     world_up = torch.tensor([0.0, 0, 1], dtype=position.dtype).expand_as(forward)
@@ -274,7 +274,7 @@ def trajectory(cfg: RoomConfig) -> Tensor:
     yaw = theta + math.pi + 0.4 * torch.sin(3 * theta)  # across the room, swinging left and right
     pitch = -0.28 + 0.1 * torch.sin(4 * theta + 1)
     forward = torch.stack([pitch.cos() * yaw.cos(), pitch.cos() * yaw.sin(), pitch.sin()], -1)
-    return _look_at(pos, pos + forward).float()
+    return look_at(pos, pos + forward).float()
 
 
 def overview_cameras(cfg: RoomConfig) -> Tensor:
@@ -283,7 +283,7 @@ def overview_cameras(cfg: RoomConfig) -> Tensor:
     corners = [(sx, sy) for sx in (-1.0, 1.0) for sy in (-1.0, 1.0)]
     position = torch.tensor([[sx * (X - 0.2), sy * (Y - 0.2), 1.2] for sx, sy in corners], dtype=torch.float64)
     target = torch.tensor([[-sx * (X / 2), -sy * (Y / 2), 1.0] for sx, sy in corners], dtype=torch.float64)
-    return _look_at(position, target).float()
+    return look_at(position, target).float()
 
 
 def build_room(cfg: RoomConfig) -> Room:
