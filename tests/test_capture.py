@@ -157,3 +157,104 @@ def test_unsupported_lens_models_are_named(tmp_path):
     (tmp_path / "transforms.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="OPENCV_FISHEYE"):
         load_nerfstudio(tmp_path, test_every=2)
+
+
+def test_contraction_keeps_the_box_and_brings_infinity_to_the_grid_edge():
+    from priors3d.fields.nerf import contract
+
+    inside = torch.rand(100, 3, dtype=torch.float64) * 2 - 1
+    assert torch.allclose(contract(inside), inside / 2)
+    direction = torch.nn.functional.normalize(torch.randn(50, 3, dtype=torch.float64), dim=-1)
+    radii = torch.tensor([1.0, 1.5, 4.0, 1e3, 1e9], dtype=torch.float64)
+    points = direction[:, None, :] * radii[:, None] / direction.abs().amax(-1, keepdim=True)[:, None]
+    norms = contract(points).abs().amax(-1)  # max-norm r lands at (2 - 1/r) / 2
+    assert torch.allclose(norms, (2 - 1 / radii) / 2)
+    assert (norms.diff(dim=1) > 0).all() and norms.max() <= 1.0
+
+
+def test_unbounded_intervals_run_linear_in_the_box_then_even_in_disparity():
+    from priors3d.fields.render import unbounded_edges
+
+    near, split, far = torch.tensor([0.1, 0.5]), torch.tensor([1.0, 2.0]), torch.tensor([1000.0, 1000.0])
+    edges = unbounded_edges(near, split, far, 8)
+    assert torch.allclose(edges[:, :5], near[:, None] + (split - near)[:, None] * torch.linspace(0, 1, 5))
+    assert torch.allclose((1 / edges[:, 4:]).diff(dim=1), ((1 / far - 1 / split) / 4)[:, None].expand(2, 4))
+    jittered = unbounded_edges(near, split, far, 8, torch.Generator().manual_seed(0))
+    assert (jittered.diff(dim=1) >= 0).all() and (jittered >= near[:, None]).all() and (jittered <= far[:, None]).all()
+
+
+def test_a_photo_capture_is_fitted_unbounded(tmp_path):
+    from priors3d.fields.scenes.capture import CaptureConfig, write_capture
+
+    write_capture(tmp_path / "walk", CaptureConfig(width=12, height=16, n_frames=8, supersample=1))
+    scene = load_nerfstudio(tmp_path / "walk", test_every=4)
+    assert scene.unbounded and scene.background is None and scene.far >= 100
+    run_cli("field", "fit", tmp_path / "walk", "--out", tmp_path / "fit", "--iterations", "2", "--eval-every", "0",
+            "--picture-views", "0", "--batch-rays", "64")
+    model, setup = load_field(tmp_path / "fit")
+    assert setup.unbounded and model.config.contract
+    far_away = torch.tensor([[300.0, -200.0, 50.0]])
+    assert model(far_away)[0].item() > 0  # the contracted grid holds the background
+    run_cli("field", "fit", tmp_path / "walk", "--out", tmp_path / "boxed", "--unbounded", "False", "--iterations", "1",
+            "--eval-every", "0", "--picture-views", "0", "--batch-rays", "64")
+    model, setup = load_field(tmp_path / "boxed")
+    assert not setup.unbounded and model(far_away)[0].item() == 0
+
+
+def test_unbounded_rendering_spends_half_the_samples_in_the_box_and_reaches_far():
+    from priors3d.fields.nerf import NeRF, NeRFConfig
+    from priors3d.fields.render import render_rays
+
+    model = NeRF(NeRFConfig(resolutions=(8,), density_grid=8, contract=True))
+    o, d = torch.zeros(4, 3), torch.nn.functional.normalize(torch.randn(4, 3), dim=-1)
+    out = render_rays(model, o, d, torch.full((4,), 0.05), torch.full((4,), 1000.0), n_samples=16,
+                      inner=model.aabb)
+    leave = 1 / d.abs().amax(-1)  # where each ray leaves [-1, 1]^3
+    assert torch.allclose(out["t_ends"][:, 7], leave, rtol=1e-5) and (out["t_ends"][:, -1] > 500).all()
+
+
+def test_gaussians_fit_an_object_folder_as_read_and_start_in_its_box(object_folder, tmp_path):
+    from dataclasses import replace
+
+    from priors3d.fields.splat_fit import SplatFitConfig, initial_field, load_splats
+
+    run_cli("splat", "fit", object_folder, "--out", tmp_path / "splats", "--downscale", "2", "--iterations", "2",
+            "--eval-every", "0", "--picture-views", "0", "--init-count", "300")
+    field, setup = load_splats(tmp_path / "splats")
+    assert setup.downscale == 2 and setup.background == (1.0, 1.0, 1.0)
+    scene = load_scene(object_folder)
+    cfg = SplatFitConfig(scene=object_folder, out=tmp_path / "x", init_count=300)
+    start = initial_field(scene, cfg, torch.Generator().manual_seed(0))  # auto: no depth maps, so the box
+    assert start.means.shape[0] == 300 and (start.means.abs() <= scene.aabb[1] + 1e-6).all()
+    with pytest.raises(ValueError, match="depth maps"):
+        initial_field(scene, replace(cfg, init="depth"), torch.Generator())
+
+
+def test_random_backgrounds_recomposite_the_target(tmp_path, monkeypatch):
+    """Half-transparent frames of one colour over white: a field that renders exactly ``colour/2 + background/2``
+    for whatever background the trainer draws has zero training loss (only if the target is recomposited)."""
+    from dataclasses import replace
+
+    from priors3d.fields import fit as fit_module
+    from priors3d.fields.fit import FitConfig, fit_nerf
+    from priors3d.fields.nerf import NeRFConfig
+    from priors3d.runs import RunDir
+
+    scene = load_scene(write_blender(tmp_path / "obj", TINY).parent)
+    colour = torch.tensor([0.2, 0.6, 0.4])
+    half = lambda v: replace(v, images=(0.5 * colour + 0.5).expand_as(v.images).clone(),  # noqa: E731
+                             alpha=torch.full(v.images.shape[:3], 0.5))
+    scene = replace(scene, train=half(scene.train), test=half(scene.test))
+    seen = []
+
+    def ideal(model, o, d, near, far, background=None, **kw):
+        seen.append(background)
+        zero = sum(p.sum() for p in model.parameters()) * 0
+        return {"rgb": 0.5 * colour + 0.5 * background + zero}
+
+    monkeypatch.setattr(fit_module, "render_rays", ideal)
+    cfg = FitConfig(scene=tmp_path / "obj", out=tmp_path / "fit", iterations=3, batch_rays=32, eval_every=0,
+                    picture_views=0, progress=False, field=NeRFConfig(resolutions=(4,), density_grid=4))
+    fit_nerf(scene, cfg)
+    assert all(b.shape == (32, 3) for b in seen) and not torch.equal(seen[0], seen[1])  # a colour per ray and step
+    assert all(row["loss"] < 1e-12 for row in RunDir(cfg.out).read_metrics())

@@ -167,7 +167,7 @@ def test_tiny_fit_improves_psnr_and_writes_run(tmp_path):
 def test_render_command_writes_pngs(tmp_path, monkeypatch):
     scene = toy_scene(size=12, n_train=6, n_test=2)
     summary = fit_nerf(scene, small_cfg(tmp_path / "run", iterations=4, picture_views=0))
-    monkeypatch.setattr(fit_commands, "open_scene", lambda name: scene)
+    monkeypatch.setattr(fit_commands, "fitted_scene", lambda setup: scene)
     result = render(RenderConfig(run=tmp_path / "run", progress=False))
     out = tmp_path / "run" / "renders" / "test"
     assert sorted(p.name for p in out.glob("*.png")) == sorted(

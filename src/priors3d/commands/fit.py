@@ -14,6 +14,7 @@ from priors3d.fields.fit import FitConfig, fit_nerf, load_field, view_psnr
 from priors3d.fields.formats import fitted_scene, read_scene, write_nerfstudio
 from priors3d.fields.render import render_nerf_views
 from priors3d.fields.scenes.generate import contact_sheet
+from priors3d.fields.scenes.capture import CaptureConfig, write_capture
 from priors3d.fields.scenes.object import ObjectConfig, write_blender
 from priors3d.fields.scenes.room import RoomConfig, generate_room
 from priors3d.fields.splat_fit import SplatFitConfig, fit_splats
@@ -27,12 +28,15 @@ class GenerateConfig(CommandConfig):
 
     out: tyro.conf.Positional[Path]
     """Scene folder to write (nerfstudio layout for a room, NeRF-synthetic layout for an object)."""
-    kind: Literal["room", "object"] = "room"
-    """A procedural room, or an object captured as the NeRF-synthetic data sets are (``--object.*`` options)."""
+    kind: Literal["room", "object", "capture"] = "room"
+    """A procedural room; an object captured as the NeRF-synthetic data sets are (``--object.*`` options); or a
+    phone walk around a courtyard in nerfstudio's layout (distorted portrait JPEGs, ``--capture.*``)."""
     room: tyro.conf.OmitArgPrefixes[RoomConfig] = field(default_factory=RoomConfig)
     """The room and its cameras."""
     object: ObjectConfig = field(default_factory=ObjectConfig)
     """The object and its cameras."""
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    """The courtyard, the walk and the phone."""
     sheet_views: int = 4
     """Test views shown in contact_sheet.png."""
 
@@ -51,13 +55,20 @@ class RenderConfig(CommandConfig):
 
 def generate(cfg: GenerateConfig) -> Path:
     """Render a procedural room (seeded) to OUT: nerfstudio transforms.json, images, depth, labels, contact sheet;
-    or, with ``--kind object``, an object in the NeRF-synthetic layout (RGBA frames, transforms_{train,val,test}.json)."""
+    with ``--kind object``, an object in the NeRF-synthetic layout (RGBA frames, transforms_{train,val,test}.json);
+    with ``--kind capture``, a phone capture as ns-process-data writes one (no labels)."""
     start = time.perf_counter()
     if cfg.kind == "object":
         transforms = write_blender(cfg.out, cfg.object, progress=cfg.progress)
         o = cfg.object
         print(f"rendered {o.n_train} train + {o.n_val} val + {o.n_test} test views ({o.width}x{o.height}) in "
               f"{time.perf_counter() - start:.1f} s; wrote {transforms.parent} (NeRF-synthetic layout)")
+        return transforms
+    if cfg.kind == "capture":
+        transforms = write_capture(cfg.out, cfg.capture, progress=cfg.progress)
+        c = cfg.capture
+        print(f"rendered {c.n_frames} frames ({c.width}x{c.height}, distorted) in {time.perf_counter() - start:.1f} s; "
+              f"wrote {transforms} (nerfstudio capture layout)")
         return transforms
     scene = generate_room(cfg.room, progress=cfg.progress)
     seconds = time.perf_counter() - start

@@ -20,7 +20,7 @@ from priors3d import engine
 from priors3d.engine import RunConfig
 from priors3d.fields.formats import SceneOptions
 from priors3d.fields.nerf import NeRF, NeRFConfig, field_from_state, field_state
-from priors3d.fields.rays import ray_bounds, scene_aabb, views_rays
+from priors3d.fields.rays import scene_aabb, views_rays
 from priors3d.fields.render import FieldSetup, render_nerf_views, render_rays
 from priors3d.fields.views import Scene, Views
 from priors3d.metrics import psnr
@@ -50,6 +50,13 @@ class FitConfig(SceneOptions, RunConfig):
     """Ray start in scene units (default: the loader's)."""
     far: float | None = None
     """Ray end (default: the loader's)."""
+    random_background: bool = True
+    """With RGBA frames, every training ray gets a random background colour (its target recomposited with the
+    frame's alpha), so empty space must become transparent instead of background-coloured fog."""
+    unbounded: bool | None = None
+    """Contract what lies outside the box into the field's grid and sample to ``far`` in disparity (mip-NeRF 360).
+    None: as the loader says (photo captures with a background are unbounded; objects on transparent frames and
+    rooms are not)."""
     eval_every: int = 500
     checkpoint_every: int = 500
     picture_views: int = 3
@@ -74,13 +81,15 @@ class _NerfTrainer:
     every ``density_grid_every`` steps. The run's training time so far drives a budgeted schedule."""
 
     def __init__(self, run: engine.Run, setup: FieldSetup, scene: Scene, cfg: FitConfig):
-        self.model = NeRF(replace(cfg.field, aabb=setup.aabb))  # drawn after the engine seeded the run
+        self.model = NeRF(replace(cfg.field, aabb=setup.aabb, contract=setup.unbounded))  # drawn after the engine seeded the run
         self.run, self.setup, self.cfg, self.generator = run, setup, cfg, run.generator
         self.optimiser = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=1e-15, fused=True)
         origins, directions = views_rays(scene.train)
         o, d = origins.reshape(-1, 3).contiguous(), directions.reshape(-1, 3).contiguous()
-        near, far = ray_bounds(o, d, torch.tensor(setup.aabb).reshape(2, 3), setup.near, setup.far)
+        near, far = setup.bounds(o, d)
         self.rays = {"o": o, "d": d, "near": near, "far": far, "rgb": scene.train.images.reshape(-1, 3).float()}
+        if cfg.random_background and scene.train.alpha is not None and setup.background is not None:
+            self.rays["clear"] = 1.0 - scene.train.alpha.reshape(-1, 1).float()
         self.sampling = setup.sampling(self.model)
 
     def step(self, step: int) -> dict[str, float]:
@@ -88,9 +97,14 @@ class _NerfTrainer:
         for group in self.optimiser.param_groups:
             group["lr"] = learning_rate(cfg, step, self.run.train_time)
         index = torch.randint(rays["o"].shape[0], (cfg.batch_rays,), generator=self.generator)
+        sampling, target = self.sampling, rays["rgb"][index]
+        if "clear" in rays:  # recomposite over a random colour per ray
+            background = torch.rand(cfg.batch_rays, 3, generator=self.generator)
+            target = target + (background - sampling["background"]) * rays["clear"][index]
+            sampling = {**sampling, "background": background}
         out = render_rays(self.model, rays["o"][index], rays["d"][index], rays["near"][index], rays["far"][index],
-                          generator=self.generator, **self.sampling)
-        loss = torch.mean((out["rgb"] - rays["rgb"][index]) ** 2)
+                          generator=self.generator, **sampling)
+        loss = torch.mean((out["rgb"] - target) ** 2)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
@@ -169,7 +183,8 @@ def fit_nerf(scene: Scene, cfg: FitConfig) -> dict:
         raise ValueError(f"need 0 <= near < far, got near={near}, far={far}")
     setup = FieldSetup(scene=str(cfg.scene), aabb=tuple(scene_aabb(scene).flatten().tolist()),
                        near=near, far=far, n_samples=cfg.n_samples,
-                       n_proposal=cfg.n_proposal, background=scene.background, downscale=cfg.downscale)
+                       n_proposal=cfg.n_proposal, background=scene.background, downscale=cfg.downscale,
+                       unbounded=scene.unbounded if cfg.unbounded is None else cfg.unbounded)
     return run_fit(cfg, "field fit", scene, lambda run: _NerfTrainer(run, setup, scene, cfg), desc="fit",
                    time_budget_s=cfg.time_budget_s, rates={"rays_per_s": cfg.batch_rays})
 

@@ -133,9 +133,9 @@ def _find_image(root: Path, file_path: str, source: Path) -> Path:
                             + ", ".join(str(p) for p in candidates))
 
 
-def _rgb(path: Path, background: tuple[float, float, float]) -> tuple[np.ndarray, bool]:
-    """The image at ``path`` as ``[H, W, 3]`` float32 in [0, 1], and whether it had an alpha channel (RGBA is
-    composited over ``background``)."""
+def _rgb(path: Path, background: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image at ``path`` as ``[H, W, 3]`` float32 in [0, 1] (RGBA composited over ``background``), and its
+    alpha ``[H, W]`` (None for an opaque image)."""
     array = _read(path)
     if array.dtype in (np.uint8, np.uint16):
         array = array.astype(np.float32) / np.iinfo(array.dtype).max
@@ -147,8 +147,9 @@ def _rgb(path: Path, background: tuple[float, float, float]) -> tuple[np.ndarray
         raise ValueError(f"{path}: the image holds NaN or Inf values")
     if array.shape[-1] == 4:
         alpha = array[..., 3:]
-        return (array[..., :3] * alpha + np.asarray(background, np.float32) * (1 - alpha)).astype(np.float32), True
-    return array.astype(np.float32), False
+        composite = array[..., :3] * alpha + np.asarray(background, np.float32) * (1 - alpha)
+        return composite.astype(np.float32), alpha[..., 0].astype(np.float32)
+    return array.astype(np.float32), None
 
 
 def _labels_from_disk(path: Path) -> np.ndarray:
@@ -192,7 +193,9 @@ def _shrink(maps: dict[str, np.ndarray], intrinsics: list[float], factor: int,
     if h % factor or w % factor:
         raise ValueError(f"downscale {factor} must divide the image size {h}x{w} ({name})")
     out = {key: value[factor // 2::factor, factor // 2::factor] for key, value in maps.items()}
-    out["images"] = maps["images"].reshape(h // factor, factor, w // factor, factor, 3).mean((1, 3))
+    for key in ("images", "alpha"):  # averaged: the composite of the average is the average of composites
+        if key in maps:
+            out[key] = maps[key].reshape(h // factor, factor, w // factor, factor, *maps[key].shape[2:]).mean((1, 3))
     return out, [v / factor for v in intrinsics]
 
 
@@ -202,12 +205,13 @@ def _to_views(raw: dict[str, list], root: Path) -> Views:
     if len(shapes) != 1:
         raise ValueError(f"{root}: all images must have one size, found {sorted(shapes)}")
     hw = raw["images"][0].shape[:2]
-    stack = lambda key, dtype: torch.from_numpy(np.stack(raw[key])).to(dtype) if raw[key] else None  # noqa: E731
+    stack = lambda key, dtype: torch.from_numpy(np.stack(raw[key])).to(dtype) if raw.get(key) else None  # noqa: E731
     return Views(
         images=stack("images", torch.float32), c2w=stack("c2w", torch.float32),
         intrinsics=torch.tensor(raw["intrinsics"], dtype=torch.float32), names=raw["names"],
         depth=stack("depth", torch.float32), semantic=stack("semantic", torch.int64),
         instance=stack("instance", torch.int64), features=_features(root, raw["names"], hw),
+        alpha=stack("alpha", torch.float32),
     )
 
 
@@ -269,7 +273,7 @@ def _undistorted(maps: dict[str, np.ndarray], intrinsics: list[float],
     for key, value in maps.items():
         tensor = torch.from_numpy(np.ascontiguousarray(value))
         tensor = tensor if tensor.ndim == 3 else tensor[..., None]
-        mode = "bilinear" if key == "images" else "nearest"  # depth too: no blending across silhouettes
+        mode = "bilinear" if key in ("images", "alpha") else "nearest"  # depth: no blending across silhouettes
         out[key] = undistort_image(tensor, old, coeffs, new, mode).reshape(value.shape).numpy()
     return out, new.tolist()
 
@@ -279,15 +283,14 @@ def _read_frames(source: Path, meta: dict, background, downscale: int,
     """The views of ``frames`` (``(index, frame)`` pairs; default: all) of the transforms file ``source``, each frame
     undistorted (OpenCV coefficients) and shrunk by ``downscale`` as it is read; and whether any image had alpha."""
     root = source.parent
-    raw: dict[str, list] = {k: [] for k in ("images", "c2w", "intrinsics", "names", "depth", "semantic", "instance")}
-    any_alpha = False
+    raw: dict[str, list] = {k: [] for k in ("images", "c2w", "intrinsics", "names", "depth", "semantic", "instance",
+                                            "alpha")}
     for index, frame in enumerate(meta.get("frames", [])) if frames is None else frames:
         if "file_path" not in frame or "transform_matrix" not in frame:
             raise ValueError(f"{source}: frame {index} needs 'file_path' and 'transform_matrix'")
         path = _find_image(root, frame["file_path"], source)
         image, alpha = _rgb(path, background)
-        any_alpha |= alpha
-        maps = {"images": image}
+        maps = {"images": image} if alpha is None else {"images": image, "alpha": alpha}
         if "depth_file_path" in frame:
             depth = root / frame["depth_file_path"]
             maps["depth"] = (np.load(depth).astype(np.float32) if depth.suffix == ".npy"
@@ -303,11 +306,15 @@ def _read_frames(source: Path, meta: dict, background, downscale: int,
         if (coeffs := _distortion(meta, frame, source, index)) is not None:
             maps, intrinsics = _undistorted(maps, intrinsics, coeffs)
         maps, intrinsics = _shrink(maps, intrinsics, downscale, path.name)
+        raw["alpha"].append(maps.pop("alpha", None))
         for key, value in maps.items():
             raw[key].append(value)
         raw["c2w"].append(_matrix(frame["transform_matrix"], source, index))
         raw["intrinsics"].append(intrinsics)
         raw["names"].append(path.stem)
+    any_alpha = any(a is not None for a in raw["alpha"])  # then the opaque frames get alpha 1
+    raw["alpha"] = [np.ones(i.shape[:2], np.float32) if a is None else a
+                    for a, i in zip(raw["alpha"], raw["images"])] if any_alpha else []
     for key in ("depth", "semantic", "instance"):
         if raw[key] and len(raw[key]) != len(raw["images"]):
             raise ValueError(f"{source}: {key} is given for {len(raw[key])} of {len(raw['images'])} frames; "
@@ -385,7 +392,8 @@ def load_nerfstudio(folder: str | Path, background: tuple[float, float, float] =
     per frame) or ``camera_angle_x``; ``cx, cy`` default to the image centre. RGBA is composited over
     ``background`` (recorded as ``Scene.background``: a field must render that colour behind itself). A single
     ``transforms.json`` without our ``scene.json`` is a capture: its poses are re-centred and scaled
-    (:func:`normalising_transform`, kept as ``Scene.transform``). OpenCV
+    (:func:`normalising_transform`, kept as ``Scene.transform``) and, when its frames are opaque photos, taken as
+    unbounded: inner box ``[-1, 1]^3`` (every camera is inside), rays to distance 1000. OpenCV
     distortion (``k1 k2 k3 p1 p2``, top level or per frame) is undone as each frame is read (the new pinhole sees
     only recorded pixels). ``downscale`` shrinks each frame by an integer factor as it is read.
     """
@@ -422,6 +430,8 @@ def load_nerfstudio(folder: str | Path, background: tuple[float, float, float] =
         transform = normalising_transform(train)
         train, test = (_transformed(v, transform) for v in (train, test))
     scene = _scene(root, train, test, background=background if alpha_train or alpha_test else None)
+    if transform is not None and scene.background is None:  # photos of a world that goes on: unbounded
+        scene = replace(scene, aabb=torch.tensor([[-1.0] * 3, [1.0] * 3]), near=0.02, far=1000.0, unbounded=True)
     return replace(scene, transform=transform)
 
 
@@ -459,7 +469,7 @@ def load_replica(folder: str | Path, downscale: int = 1, test_every: int = 8, hf
     for i, pose in enumerate(poses):
         path = root / "rgb" / f"rgb_{i}.png"
         image, alpha = _rgb(path, background)
-        any_alpha |= alpha
+        any_alpha |= alpha is not None
         h, w = image.shape[:2]
         f = 0.5 * w / math.tan(math.radians(hfov_deg) / 2)
         maps = {"images": image}

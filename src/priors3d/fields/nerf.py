@@ -16,7 +16,7 @@ Jacobian of a rendered colour with respect to ``rgb_head_parameter_names()`` can
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,9 @@ class NeRFConfig:
         init_scale: grid features start uniform in ``[-init_scale, init_scale]``.
         density_grid: cells along the longest box side of the cached density grid that proposes
             where to sample (``grid_density``, ``update_density_grid``).
+        shaping_features: outputs of the shaping head (0 = none; see ``add_shaping_head``).
+        contract: an unbounded scene: ``aabb`` is the inner box, kept as it is on the inner half of each grid,
+            and everything outside is contracted into the outer half (``contract``).
     """
 
     aabb: tuple[float, float, float, float, float, float] = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0)
@@ -48,6 +51,8 @@ class NeRFConfig:
     dir_frequencies: int = 4
     init_scale: float = 1e-4
     density_grid: int = 64
+    shaping_features: int = 0
+    contract: bool = False
 
 
 def positional_encoding(x: Tensor, n_frequencies: int) -> Tensor:
@@ -58,6 +63,15 @@ def positional_encoding(x: Tensor, n_frequencies: int) -> Tensor:
     scales = (2.0 ** torch.arange(n_frequencies, dtype=x.dtype, device=x.device)) * math.pi
     angles = (x[..., None, :] * scales[:, None]).flatten(-2)
     return torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+def contract(unit: Tensor) -> Tensor:
+    """Scene contraction (mip-NeRF 360, with the max-norm as grid methods use it): box coordinates ``[..., 3]``
+    (the inner box is ``[-1, 1]^3``) -> ``[-1, 1]^3``; the inner box fills ``[-0.5, 0.5]^3`` unchanged but
+    for the factor 1/2, and a point at max-norm ``r > 1`` lands at ``(2 - 1/r) / 2``."""
+    norm = unit.abs().amax(dim=-1, keepdim=True)
+    outside = (2.0 - 1.0 / norm.clamp_min(1.0)) * unit / norm.clamp_min(1.0)
+    return 0.5 * torch.where(norm <= 1.0, unit, outside)
 
 
 def grid_features(grids: list[Tensor], unit: Tensor) -> Tensor:
@@ -106,6 +120,24 @@ class NeRF(nn.Module):
         self.rgb_geo = nn.Linear(config.geo_features, config.hidden)
         self.rgb_dir = nn.Linear(3 * (1 + 2 * config.dir_frequencies), config.hidden, bias=False)
         self.rgb_out = nn.Linear(config.hidden, 3)
+        if config.shaping_features:
+            self.add_shaping_head(config.shaping_features)
+
+    def add_shaping_head(self, features: int = 16) -> None:
+        """Add a head ``h(x)`` (MLP of the grid features and a frequency encoding of the position, ``features``
+        outputs) whose colour term ``shaping_out(h)`` joins the RGB logits. ``shaping_out`` starts at zero, so the
+        colours stay those of the fitted field as long as it is not trained; its Jacobians ``e_c ⊗ h`` are what
+        JacobiNeRF shapes then (``shaping_parameter_names``)."""
+        hidden, n_in = self.config.hidden, self.config.features * len(self.config.resolutions) + 3 * 9
+        self.config = replace(self.config, shaping_features=features)
+        self.shaping = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, features))
+        self.shaping_out = nn.Linear(features, 3, bias=False)
+        nn.init.zeros_(self.shaping_out.weight)
+
+    def shaping_parameter_names(self) -> tuple[str, ...]:
+        """``theta_D`` of shaping and propagation: the shaping head's last layer, else ``rgb_head_parameter_names``."""
+        return ("shaping_out.weight",) if self.config.shaping_features else self.rgb_head_parameter_names()
 
     @staticmethod
     def rgb_head_parameter_names() -> tuple[str, ...]:
@@ -126,32 +158,41 @@ class NeRF(nn.Module):
         unit = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # [x, y, z, 3]
         cell = torch.tensor([2.0 / (n - 1) for n in (nx, ny, nz)], dtype=unit.dtype)
         unit = unit + (torch.rand(unit.shape, generator=generator, dtype=unit.dtype) - 0.5) * cell
-        lo, hi = self.aabb[0].to(unit.dtype), self.aabb[1].to(unit.dtype)
-        sigma, _ = self(lo + (unit + 1.0) * 0.5 * (hi - lo))  # [x, y, z]
+        sigma, _ = self.at_unit(unit)  # [x, y, z]
         self.density_grid = torch.maximum(decay * self.density_grid, sigma.permute(2, 1, 0)[None, None])
 
     def to_unit(self, positions: Tensor) -> Tensor:
-        """World positions ``[..., 3]`` -> box coordinates in ``[-1, 1]^3``."""
+        """World positions ``[..., 3]`` -> grid coordinates, ``[-1, 1]^3`` for the box (contracted when
+        ``config.contract``: every position lands inside)."""
         lo, hi = self.aabb[0].to(positions.dtype), self.aabb[1].to(positions.dtype)
-        return 2.0 * (positions - lo) / (hi - lo) - 1.0
+        unit = 2.0 * (positions - lo) / (hi - lo) - 1.0
+        return contract(unit) if self.config.contract else unit
 
     def forward(self, positions: Tensor, directions: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         if positions.shape[-1] != 3:
             raise ValueError(f"positions must be [..., 3], got {list(positions.shape)}")
-        batch = positions.shape[:-1]
-        unit = self.to_unit(positions).reshape(-1, 3)
+        return self.at_unit(self.to_unit(positions), directions)
+
+    def at_unit(self, unit: Tensor, directions: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The field at grid coordinates ``unit [..., 3]`` (see ``to_unit``); ``forward`` for world positions."""
+        batch = unit.shape[:-1]
+        unit = unit.reshape(-1, 3)
         feats = grid_features(list(self.grids), unit.to(self.grids[0].dtype))
         out = self.trunk(feats)
         inside = (unit.abs() <= 1.0).all(dim=-1).to(out.dtype)
         sigma = torch.exp(out[:, 0].clamp(max=15.0)) * inside
         if directions is None:
             return sigma.reshape(batch), None
-        if directions.shape[-1] != 3 or torch.broadcast_shapes(directions.shape, positions.shape) != positions.shape:
-            raise ValueError(f"directions must be [..., 3] broadcastable to positions {list(positions.shape)}, "
+        if directions.shape[-1] != 3 or torch.broadcast_shapes(directions.shape, (*batch, 3)) != (*batch, 3):
+            raise ValueError(f"directions must be [..., 3] broadcastable to positions {[*batch, 3]}, "
                              f"got {list(directions.shape)}")
         dir_term = self.rgb_dir(positional_encoding(directions.to(out.dtype), self.config.dir_frequencies))
         hidden = self.rgb_geo(out[:, 1:]).reshape(*batch, -1) + dir_term
-        rgb = torch.sigmoid(self.rgb_out(torch.relu(hidden)))
+        logits = self.rgb_out(torch.relu(hidden))
+        if self.config.shaping_features:
+            head = self.shaping(torch.cat([feats, positional_encoding(unit.to(feats.dtype), 4)], dim=-1))
+            logits = logits + self.shaping_out(head).reshape(*batch, -1)
+        rgb = torch.sigmoid(logits)
         return sigma.reshape(batch), rgb
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from priors3d.fields.rays import ray_bounds, views_rays
+from priors3d.fields.rays import ray_aabb, ray_bounds, views_rays
 from priors3d.fields.views import Views
 
 
@@ -56,6 +56,21 @@ def stratified_edges(near: Tensor, far: Tensor, n_samples: int,
         u = torch.rand((*near.shape, n_samples + 1), generator=generator, dtype=near.dtype, device=near.device)
         s = lower + (upper - lower) * u
     return near[..., None] + (far - near)[..., None] * s
+
+
+def unbounded_edges(near: Tensor, split: Tensor, far: Tensor, n_samples: int,
+                    generator: torch.Generator | None = None) -> Tensor:
+    """Interval edges ``[..., n_samples + 1]`` for unbounded scenes (mip-NeRF 360's spacing): the first half of the
+    bins linear from ``near`` to ``split`` (where the ray leaves the inner box), the second half evenly in
+    disparity ``1/t`` from ``split`` to ``far``. Stratified like ``stratified_edges``.
+
+    Args:
+        near, split, far: ``[...]`` with ``near <= split <= far`` and ``split > 0``.
+    """
+    s = stratified_edges(torch.zeros_like(near), torch.ones_like(near), n_samples, generator)
+    inner = near[..., None] + (split - near)[..., None] * (2 * s).clamp_max(1.0)
+    outer = 1.0 / (1.0 / split[..., None] + (1.0 / far - 1.0 / split)[..., None] * (2 * s - 1).clamp_min(0.0))
+    return torch.where(s <= 0.5, inner, outer)
 
 
 def render_weight_from_density(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -155,8 +170,8 @@ def _query(field, params: dict[str, Tensor] | None, positions: Tensor,
 
 def render_rays(field: Field, rays_o: Tensor, rays_d: Tensor, near: Tensor, far: Tensor, n_samples: int = 32,
                 n_proposal: int = 0, proposal=None, generator: torch.Generator | None = None,
-                background: Tensor | float | None = None,
-                params: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+                background: Tensor | float | None = None, params: dict[str, Tensor] | None = None,
+                inner: Tensor | None = None) -> dict[str, Tensor]:
     """Render rays through a radiance field on ``n_samples`` intervals per ray.
 
     Without a proposal pass (``n_proposal == 0``) the intervals are stratified over ``[near, far]``.
@@ -173,6 +188,8 @@ def render_rays(field: Field, rays_o: Tensor, rays_d: Tensor, near: Tensor, far:
         background: colour ``[3]`` (or a grey level) behind the field, or None for black.
         params: optional parameters for ``torch.func.functional_call(field, params, ...)``;
             a subset of the field's parameters is allowed.
+        inner: ``[2, 3]`` inner box of an unbounded scene: intervals are spaced by ``unbounded_edges``
+            (linear to where the ray leaves it, then in disparity to ``far``) instead of evenly.
 
     Returns:
         dict with ``rgb [..., 3]``, ``depth [...]`` (expected distance along the ray, normalised by
@@ -183,16 +200,21 @@ def render_rays(field: Field, rays_o: Tensor, rays_d: Tensor, near: Tensor, far:
     if near.shape != rays_o.shape[:-1] or far.shape != rays_o.shape[:-1]:
         raise ValueError(f"near and far must be [...] = {list(rays_o.shape[:-1])}, "
                          f"got {list(near.shape)} and {list(far.shape)}")
+    if inner is None:
+        spaced = lambda n: stratified_edges(near, far, n, generator)  # noqa: E731
+    else:
+        split = ray_aabb(rays_o, rays_d, inner)[1].clamp(min=near, max=far).clamp_min(1e-6)
+        spaced = lambda n: unbounded_edges(near, split, far, n, generator)  # noqa: E731
     if n_proposal > 0:
         with torch.no_grad():
-            coarse = stratified_edges(near, far, n_proposal, generator)
+            coarse = spaced(n_proposal)
             mids = 0.5 * (coarse[..., 1:] + coarse[..., :-1])
             points = rays_o[..., None, :] + mids[..., None] * rays_d[..., None, :]
             sigma = proposal(points) if proposal is not None else _query(field, params, points, None)[0]
             weights, _, _ = render_weight_from_density(coarse[..., :-1], coarse[..., 1:], sigma)
             edges = importance_edges(coarse, dilate_weights(weights), n_samples, generator)
     else:
-        edges = stratified_edges(near, far, n_samples, generator)
+        edges = spaced(n_samples)
     t_starts, t_ends = edges[..., :-1], edges[..., 1:]
     t_mid = 0.5 * (t_starts + t_ends)
     positions = rays_o[..., None, :] + t_mid[..., None] * rays_d[..., None, :]
@@ -218,13 +240,25 @@ class FieldSetup:
     n_proposal: int
     background: tuple[float, float, float] | None = None
     downscale: int = 1
+    unbounded: bool = False
+    """``aabb`` is the inner box of a contracted field; rays run from ``near`` to ``far`` whatever the box."""
 
     def sampling(self, model: nn.Module) -> dict:
         """Keyword arguments of ``render_rays`` that render ``model`` as it was fitted: the sample counts, the
-        cached density grid as proposal (only when ``n_proposal > 0``) and the background as a tensor."""
+        cached density grid as proposal (only when ``n_proposal > 0``), the background as a tensor and, when
+        unbounded, the inner box."""
         return {"n_samples": self.n_samples, "n_proposal": self.n_proposal,
                 "proposal": model.grid_density if self.n_proposal > 0 else None,
-                "background": None if self.background is None else torch.tensor(self.background)}
+                "background": None if self.background is None else torch.tensor(self.background),
+                "inner": torch.tensor(self.aabb).reshape(2, 3) if self.unbounded else None}
+
+    def bounds(self, origins: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
+        """``near [...]``, ``far [...]`` of rays ``[..., 3]``: clipped to the box (``ray_bounds``), or for an
+        unbounded field the whole ``[near, far]``."""
+        if self.unbounded:
+            return (torch.full(origins.shape[:-1], self.near, dtype=origins.dtype),
+                    torch.full(origins.shape[:-1], self.far, dtype=origins.dtype))
+        return ray_bounds(origins, directions, torch.tensor(self.aabb).reshape(2, 3), self.near, self.far)
 
 
 @torch.no_grad()
@@ -233,11 +267,11 @@ def render_nerf_views(model: nn.Module, views: Views, setup: FieldSetup, chunk: 
     """Render every view of ``views`` (with ``params`` swapped in, see ``render_rays``): one dict per view
     with ``rgb [H, W, 3]``, ``depth [H, W]``, ``acc [H, W]``."""
     origins, directions = views_rays(views)
-    aabb, sampling, (h, w) = torch.tensor(setup.aabb).reshape(2, 3), setup.sampling(model), views.hw
+    sampling, (h, w) = setup.sampling(model), views.hw
     out = []
     for v in tqdm(range(len(views)), desc="render", disable=not progress, leave=False):
         o, d = origins[v].reshape(-1, 3), directions[v].reshape(-1, 3)
-        near, far = ray_bounds(o, d, aabb, setup.near, setup.far)
+        near, far = setup.bounds(o, d)
         parts = [render_rays(model, o[i:i + chunk], d[i:i + chunk], near[i:i + chunk], far[i:i + chunk],
                              params=params, **sampling) for i in range(0, o.shape[0], chunk)]
         out.append({key: torch.cat([p[key] for p in parts]).reshape(h, w, *parts[0][key].shape[1:])

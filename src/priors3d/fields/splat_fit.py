@@ -59,8 +59,9 @@ class SplatFitConfig(SceneOptions, RunConfig):
     """Scene folder (read with ``priors3d.fields.formats.load_scene``) or ``room`` for the procedural room."""
     out: Path = Path("runs/splat-fit")
     iterations: int = 1200
-    init: Literal["depth", "box"] = "depth"
-    """Gaussians from back-projected depth pixels, or uniformly random in the scene box."""
+    init: Literal["auto", "depth", "box"] = "auto"
+    """Gaussians from back-projected depth pixels, or uniformly random in the scene box; auto: depth when the
+    training views have depth maps (a real capture has none)."""
     init_stride: int = 4
     """Depth init: one Gaussian per ``init_stride``-th pixel (each way) ..."""
     init_view_step: int = 2
@@ -112,12 +113,15 @@ def gaussians_from_state(state: dict[str, Tensor]) -> GaussianField:
 
 def initial_field(scene: Scene, cfg: SplatFitConfig, generator: torch.Generator) -> GaussianField:
     """Gaussians from the training views' depth maps (``init="depth"``) or random in the scene box."""
-    if cfg.init == "depth":
+    init = ("depth" if scene.train.depth is not None else "box") if cfg.init == "auto" else cfg.init
+    if init == "depth":
+        if scene.train.depth is None:
+            raise ValueError("init 'depth' needs depth maps, and the scene's training views have none; use --init box")
         views = scene.train.subset(list(range(0, len(scene.train), max(cfg.init_view_step, 1))))
         return GaussianField.from_depth(views, cfg.init_stride, cfg.init_opacity)
-    if cfg.init == "box":
+    if init == "box":
         return GaussianField.from_box(scene_aabb(scene), cfg.init_count, generator, cfg.init_opacity)
-    raise ValueError(f"init must be 'depth' or 'box', got {cfg.init!r}")
+    raise ValueError(f"init must be 'auto', 'depth' or 'box', got {cfg.init!r}")
 
 
 def make_optimiser(field: GaussianField, cfg: SplatFitConfig) -> torch.optim.Adam:

@@ -27,6 +27,8 @@ class Views:
         semantic: ``[V, H, W]`` int64 class ids ``0..C-1``; -1 = void.
         instance: ``[V, H, W]`` int64 instance ids ``0..I-1``; -1 = void.
         features: ``[V, H, W, D]`` float32 per-pixel descriptors (e.g. DINO) resized to the image.
+        alpha: ``[V, H, W]`` float32 coverage of RGBA frames (``images`` are composited over the scene's
+            background with it); None for opaque frames.
     """
 
     images: Tensor
@@ -37,13 +39,14 @@ class Views:
     semantic: Tensor | None = None
     instance: Tensor | None = None
     features: Tensor | None = None
+    alpha: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[-1] != 3:
             raise ValueError(f"images must be [V, H, W, 3], got {tuple(self.images.shape)}")
         v, h, w, _ = self.images.shape
         expect = {"c2w": (v, 4, 4), "intrinsics": (v, 4), "depth": (v, h, w),
-                  "semantic": (v, h, w), "instance": (v, h, w)}
+                  "semantic": (v, h, w), "instance": (v, h, w), "alpha": (v, h, w)}
         for name, shape in expect.items():
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != shape:
@@ -82,6 +85,8 @@ class Scene:
             itself); None when the frames are opaque.
         transform: ``[4, 4]`` float64 similarity from the files' coordinates to these (a capture's poses are
             re-centred and scaled on loading); its inverse takes fitted geometry back. None: the same.
+        unbounded: the scene goes on outside ``aabb`` (a photo capture with a background): fields contract the
+            outside into their grid and rays run to ``far``.
     """
 
     train: Views
@@ -93,3 +98,4 @@ class Scene:
     far: float = 10.0
     background: tuple[float, float, float] | None = None
     transform: Tensor | None = None
+    unbounded: bool = False
