@@ -258,3 +258,35 @@ def test_random_backgrounds_recomposite_the_target(tmp_path, monkeypatch):
     fit_nerf(scene, cfg)
     assert all(b.shape == (32, 3) for b in seen) and not torch.equal(seen[0], seen[1])  # a colour per ray and step
     assert all(row["loss"] < 1e-12 for row in RunDir(cfg.out).read_metrics())
+
+
+def test_supersampled_fits_train_on_jittered_rays_and_render_the_pixel_mean(object_folder, tmp_path, monkeypatch):
+    """Training rays land inside their pixels and not only at the centres; a render is the mean of k x k rays."""
+    from dataclasses import replace
+
+    from priors3d.fields import fit as fit_module
+    from priors3d.fields.render import render_nerf_views
+
+    real, rays = fit_module.render_rays, []
+
+    def spy(model, o, d, *args, **kwargs):
+        rays.append((o.clone(), d.clone()))
+        return real(model, o, d, *args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "render_rays", spy)
+    run_cli("field", "fit", object_folder, "--out", tmp_path / "fit", "--supersample", "2", "--iterations", "2",
+            "--eval-every", "0", "--picture-views", "0", "--batch-rays", "64")
+    model, setup = load_field(tmp_path / "fit")
+    scene = load_scene(object_folder)
+    for o, d in rays:  # each ray, seen from the camera it starts at, passes through its pixel
+        offset = torch.full((len(o),), torch.inf, dtype=torch.float64)
+        for c2w, k in zip(scene.train.c2w.double(), scene.train.intrinsics.double()):
+            uv, _ = project_points((o + d).double(), c2w, k)
+            mine = (o.double() - c2w[:3, 3]).norm(dim=-1) < 1e-4
+            offset = torch.where(mine, (uv - uv.floor() - 0.5).abs().amax(-1), offset)
+        assert (offset <= 0.5).all() and (offset > 0.01).any()  # inside a pixel, and not always its centre
+    views, single = scene.test.subset([0]), replace(setup, supersample=1)
+    shifted = [render_nerf_views(model, replace(views, intrinsics=views.intrinsics - torch.tensor([0, 0, du, dv])),
+                                 single)[0]["rgb"] for dv in (-0.25, 0.25) for du in (-0.25, 0.25)]
+    mean = render_nerf_views(model, views, setup)[0]["rgb"]
+    assert torch.allclose(mean, sum(shifted) / 4, atol=1e-6) and not torch.allclose(mean, shifted[0])

@@ -20,7 +20,7 @@ from priors3d import engine
 from priors3d.engine import RunConfig
 from priors3d.fields.formats import SceneOptions
 from priors3d.fields.nerf import NeRF, NeRFConfig, field_from_state, field_state
-from priors3d.fields.rays import scene_aabb, views_rays
+from priors3d.fields.rays import pixel_rays, scene_aabb, views_rays
 from priors3d.fields.render import FieldSetup, render_nerf_views, render_rays
 from priors3d.fields.views import Scene, Views
 from priors3d.metrics import psnr
@@ -50,6 +50,10 @@ class FitConfig(SceneOptions, RunConfig):
     """Ray start in scene units (default: the loader's)."""
     far: float | None = None
     """Ray end (default: the loader's)."""
+    supersample: int = 1
+    """Rays per pixel side, for frames rendered or photographed anti-aliased (each pixel the mean over its area):
+    training rays land uniformly inside their pixel and renders average k x k rays per pixel. 1: one ray through
+    each pixel centre (the procedural room is rendered that way)."""
     random_background: bool = True
     """With RGBA frames, every training ray gets a random background colour (its target recomposited with the
     frame's alpha), so empty space must become transparent instead of background-coloured fog."""
@@ -91,6 +95,8 @@ class _NerfTrainer:
         if cfg.random_background and scene.train.alpha is not None and setup.background is not None:
             self.rays["clear"] = 1.0 - scene.train.alpha.reshape(-1, 1).float()
         self.sampling = setup.sampling(self.model)
+        self.c2w, self.intrinsics, self.width = scene.train.c2w, scene.train.intrinsics, scene.train.hw[1]
+        self.pixels = scene.train.hw[0] * self.width
 
     def step(self, step: int) -> dict[str, float]:
         cfg, rays = self.cfg, self.rays
@@ -98,12 +104,18 @@ class _NerfTrainer:
             group["lr"] = learning_rate(cfg, step, self.run.train_time)
         index = torch.randint(rays["o"].shape[0], (cfg.batch_rays,), generator=self.generator)
         sampling, target = self.sampling, rays["rgb"][index]
+        o, d, near, far = rays["o"][index], rays["d"][index], rays["near"][index], rays["far"][index]
+        if self.setup.supersample > 1:  # a ray through a uniform point of its pixel
+            view, pixel = index // self.pixels, index % self.pixels
+            uv = torch.stack([pixel % self.width, pixel // self.width], -1) + torch.rand(
+                cfg.batch_rays, 2, generator=self.generator)
+            o, d = pixel_rays(self.c2w[view], self.intrinsics[view], uv)
+            near, far = self.setup.bounds(o, d)
         if "clear" in rays:  # recomposite over a random colour per ray
             background = torch.rand(cfg.batch_rays, 3, generator=self.generator)
             target = target + (background - sampling["background"]) * rays["clear"][index]
             sampling = {**sampling, "background": background}
-        out = render_rays(self.model, rays["o"][index], rays["d"][index], rays["near"][index], rays["far"][index],
-                          generator=self.generator, **sampling)
+        out = render_rays(self.model, o, d, near, far, generator=self.generator, **sampling)
         loss = torch.mean((out["rgb"] - target) ** 2)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -172,19 +184,21 @@ def run_fit(cfg: RunConfig, kind: str, scene: Scene, new_trainer: Callable[[engi
 
 
 def fit_nerf(scene: Scene, cfg: FitConfig) -> dict:
-    """Fit a ``NeRF`` to ``scene.train`` (read with ``read_scene(cfg.scene, cfg)``: the setup records its box, ray
-    background; ``cfg.near``/``cfg.far`` override its ray bounds); evaluate on ``scene.test``; write the run to ``cfg.out`` (``run_fit``).
+    """Fit a ``NeRF`` to ``scene.train`` (read with ``read_scene(cfg.scene, cfg)``); evaluate on ``scene.test``;
+    write the run to ``cfg.out`` (``run_fit``). The setup records the scene's box, background and boundedness,
+    with ``cfg.near``, ``cfg.far``, ``cfg.unbounded`` and ``cfg.supersample`` applied.
 
     Returns the summary also written to ``metrics.json`` (test PSNR, steps, training time, speed).
     """
     near, far = (float(loaded if given is None else given) for given, loaded in ((cfg.near, scene.near),
                                                                              (cfg.far, scene.far)))
-    if not 0 <= near < far:
-        raise ValueError(f"need 0 <= near < far, got near={near}, far={far}")
-    setup = FieldSetup(scene=str(cfg.scene), aabb=tuple(scene_aabb(scene).flatten().tolist()),
-                       near=near, far=far, n_samples=cfg.n_samples,
-                       n_proposal=cfg.n_proposal, background=scene.background, downscale=cfg.downscale,
-                       unbounded=scene.unbounded if cfg.unbounded is None else cfg.unbounded)
+    if not 0 <= near < far or cfg.supersample < 1:
+        raise ValueError(f"need 0 <= near < far and supersample >= 1, got near={near}, far={far}, "
+                         f"supersample={cfg.supersample}")
+    setup = FieldSetup(scene=str(cfg.scene), aabb=tuple(scene_aabb(scene).flatten().tolist()), near=near, far=far,
+                       n_samples=cfg.n_samples, n_proposal=cfg.n_proposal, background=scene.background,
+                       downscale=cfg.downscale, unbounded=scene.unbounded if cfg.unbounded is None else cfg.unbounded,
+                       supersample=cfg.supersample)
     return run_fit(cfg, "field fit", scene, lambda run: _NerfTrainer(run, setup, scene, cfg), desc="fit",
                    time_budget_s=cfg.time_budget_s, rates={"rays_per_s": cfg.batch_rays})
 

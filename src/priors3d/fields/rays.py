@@ -52,6 +52,16 @@ def camera_rays(c2w: Tensor, intrinsics: Tensor, height: int, width: int) -> tup
     return origins, dirs
 
 
+def pixel_rays(c2w: Tensor, intrinsics: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
+    """Rays through continuous pixel positions ``uv [R, 2]`` (pixel ``(u, v)`` covers ``[u, u+1) x [v, v+1)``) of
+    cameras ``c2w [R, 4, 4]`` with ``intrinsics [R, 4]``: origins and unit directions ``[R, 3]``."""
+    fx, fy, cx, cy = intrinsics.to(c2w.dtype).unbind(-1)
+    u, v = uv.to(c2w.dtype).unbind(-1)
+    dirs_cam = torch.stack([(u - cx) / fx, -(v - cy) / fy, -torch.ones_like(u)], dim=-1)
+    dirs = torch.einsum("rj,rij->ri", dirs_cam, c2w[:, :3, :3])
+    return c2w[:, :3, 3], dirs / dirs.norm(dim=-1, keepdim=True)
+
+
 def views_rays(views: Views) -> tuple[Tensor, Tensor]:
     """``camera_rays`` for every view of ``views``: origins and directions ``[V, H, W, 3]``."""
     height, width = views.hw

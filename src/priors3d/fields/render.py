@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from priors3d.fields.rays import ray_aabb, ray_bounds, views_rays
+from priors3d.fields.rays import camera_rays, ray_aabb, ray_bounds
 from priors3d.fields.views import Views
 
 
@@ -242,6 +242,8 @@ class FieldSetup:
     downscale: int = 1
     unbounded: bool = False
     """``aabb`` is the inner box of a contracted field; rays run from ``near`` to ``far`` whatever the box."""
+    supersample: int = 1
+    """Rays per pixel side in renders (their colours averaged), for frames rendered or taken anti-aliased."""
 
     def sampling(self, model: nn.Module) -> dict:
         """Keyword arguments of ``render_rays`` that render ``model`` as it was fitted: the sample counts, the
@@ -265,15 +267,21 @@ class FieldSetup:
 def render_nerf_views(model: nn.Module, views: Views, setup: FieldSetup, chunk: int = 8192,
                       progress: bool = False, params: dict[str, Tensor] | None = None) -> list[dict[str, Tensor]]:
     """Render every view of ``views`` (with ``params`` swapped in, see ``render_rays``): one dict per view
-    with ``rgb [H, W, 3]``, ``depth [H, W]``, ``acc [H, W]``."""
-    origins, directions = views_rays(views)
-    sampling, (h, w) = setup.sampling(model), views.hw
+    with ``rgb [H, W, 3]``, ``depth [H, W]``, ``acc [H, W]``; each the mean over ``setup.supersample`` squared
+    rays spread evenly inside the pixel."""
+    k, sampling, (h, w) = setup.supersample, setup.sampling(model), views.hw
+    offsets = [((i + 0.5) / k - 0.5, (j + 0.5) / k - 0.5) for j in range(k) for i in range(k)]
     out = []
     for v in tqdm(range(len(views)), desc="render", disable=not progress, leave=False):
-        o, d = origins[v].reshape(-1, 3), directions[v].reshape(-1, 3)
-        near, far = setup.bounds(o, d)
-        parts = [render_rays(model, o[i:i + chunk], d[i:i + chunk], near[i:i + chunk], far[i:i + chunk],
-                             params=params, **sampling) for i in range(0, o.shape[0], chunk)]
-        out.append({key: torch.cat([p[key] for p in parts]).reshape(h, w, *parts[0][key].shape[1:])
-                    for key in ("rgb", "depth", "acc")})
+        sums = {}
+        for du, dv in offsets:  # shifting the principal point against the offset moves every ray by it
+            shifted = views.intrinsics[v:v + 1] - torch.tensor([0.0, 0.0, du, dv])
+            o, d = (x.reshape(-1, 3) for x in camera_rays(views.c2w[v:v + 1], shifted, h, w))
+            near, far = setup.bounds(o, d)
+            parts = [render_rays(model, o[i:i + chunk], d[i:i + chunk], near[i:i + chunk], far[i:i + chunk],
+                                 params=params, **sampling) for i in range(0, o.shape[0], chunk)]
+            for key in ("rgb", "depth", "acc"):
+                value = torch.cat([p[key] for p in parts]).reshape(h, w, *parts[0][key].shape[1:]) / len(offsets)
+                sums[key] = sums[key] + value if key in sums else value
+        out.append(sums)
     return out
