@@ -1,8 +1,12 @@
-"""Label propagation on the default procedural room: shaped vs unshaped NeRF vs a Semantic-NeRF-style head.
+"""One-click label propagation on the default procedural room: label-free shaping against its baselines and oracles.
 
-Fits a NeRF (or reuses ``--fit-run``), shapes a copy with the JacobiNeRF objective, then labels
-every test view from the same clicks (one per class in the training view showing the most
-classes, or that whole view densely labelled) and writes a section of docs/results.md.
+Fits a NeRF (or reuses ``--fit-run``), then, from the same clicks (one per class, in the training view showing the
+most classes), labels every test view with: the unshaped field's Jacobians; fields shaped with each label-free pair
+source (``consistent`` segments lifted with the views' depth maps or with the field's rendered depth, per-view
+``segments``); the segment-lookup baseline (no Jacobians); a Semantic-NeRF-style head trained on the clicks; and
+ORACLE rows shaped with the ground-truth class maps. Every shaped row reports the held-out PSNR before and after
+shaping. Writes the ``shaping-propagation`` section of docs/results.md; the label-free shaped run is kept in
+``<out>/shape`` (``bench/recolor.py`` reads it).
 
     PYTHONPATH=src .venv/bin/python bench/propagation.py --out runs/bench-propagation
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,80 +26,109 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from report import machine, write_section  # noqa: E402
 from room_field import add_fit_arguments, room_and_field  # noqa: E402
 
+from priors3d.metrics import label_map_metrics  # noqa: E402
 from priors3d.runs import save_json  # noqa: E402
 from priors3d.shaping.baseline import fit_semantic_head, predict_semantic  # noqa: E402
-from priors3d.metrics import label_map_metrics  # noqa: E402
-from priors3d.shaping.shape import TUNED, ShapeConfig, evaluation_clicks, propagate_labels, shape_field  # noqa: E402
+from priors3d.shaping.shape import (TUNED, ShapeConfig, evaluation_clicks, held_out_psnr,  # noqa: E402
+                                    propagate_labels, shape_field)
+from priors3d.shaping.sources import SegmentConfig, label_free_source, segment_lookup, surface  # noqa: E402
 from priors3d.viz import label_pictures  # noqa: E402
+
+WHOLE = {"head": False, "lr": 5e-3, "batch_rays": 512}
+"""Whole-field shaping as before issue 16 (JacobiNeRF's way: every parameter moves, with the photometric term)."""
+SHAPED = {  # slug: (row title, ShapeConfig overrides, iterations option)
+    "shape": ("label-free consistent segments (default)", {}, "shape_iterations"),
+    "rendered-depth": ("label-free consistent segments, lifted with the field's rendered depth",
+                       {"segments": SegmentConfig(measured_depth=False)}, "shape_iterations"),
+    "segments": ("label-free per-view segments (pairs within one view)", {"pairs": "segments", "views_per_step": 1},
+                 "shape_iterations"),
+    "whole": ("label-free consistent segments, whole field + photometric term", WHOLE, "whole_iterations"),
+    "oracle": ("ORACLE: ground-truth class maps", {"pairs": "semantic"}, "shape_iterations"),
+    "oracle-whole": ("ORACLE: ground-truth class maps, whole field + photometric term (the old headline setting)",
+                     {"pairs": "semantic", **WHOLE}, "whole_iterations"),
+}
+
+
+def scores(labels: torch.Tensor, target: torch.Tensor, n_classes: int) -> dict:
+    m = label_map_metrics(labels, target, n_classes)
+    return {k: m[k] for k in ("miou", "accuracy", "class_accuracy", "iou")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_fit_arguments(parser, "runs/bench-propagation")
-    parser.add_argument("--shape-iterations", type=int, default=150)
+    parser.add_argument("--shape-iterations", type=int, default=1000)
+    parser.add_argument("--whole-iterations", type=int, default=300)
+    parser.add_argument("--only", nargs="*", default=None, help="shaped rows to run (slugs of SHAPED)")
     parser.add_argument("--no-write-docs", action="store_true")
     args = parser.parse_args()
+    torch.set_num_threads(1)
     scene, unshaped, setup, fit_run = room_and_field(args)
-    shaped = copy.deepcopy(unshaped)
+    n_classes, target, clicks = len(scene.class_names), scene.test.semantic, evaluation_clicks(scene)
+    psnr = held_out_psnr(unshaped, setup, scene)
+    records, rows = {}, []
+
+    def row(slug: str, title: str, labels: torch.Tensor, seconds: float, after: float | None) -> None:
+        records[slug] = {**scores(labels, target, n_classes), "seconds": seconds, "psnr_before": psnr,
+                         "psnr_after": psnr if after is None else after}
+        label_pictures(args.out / f"labels_{slug}.png", scene, labels, target)
+        r = records[slug]
+        rows.append(f"| {title} | {r['miou']:.3f} | {r['accuracy']:.3f} | {r['class_accuracy']:.3f} | "
+                    f"{r['psnr_before']:.2f} -> {r['psnr_after']:.2f} | {seconds:.0f} |")
+        print(slug, {k: v for k, v in r.items() if k != "iou"}, f"load {os.getloadavg()[0]:.1f}", flush=True)
+
     start = time.perf_counter()
-    shape_field(shaped, setup, scene, ShapeConfig(run=fit_run, out=args.out / "shape", overwrite=True,
-                                                  iterations=args.shape_iterations, **TUNED))
-    shape_seconds = time.perf_counter() - start
-    n_classes = len(scene.class_names)
-    target = scene.test.semantic
-    rows, records = [], {}
-    for setting in ("sparse", "dense"):
-        clicks = evaluation_clicks(scene, dense=setting == "dense")
-        runs = [("shaped", shaped, "first-order"), ("shaped", shaped, "perturb"), ("shaped", shaped, "3d"),
-                ("unshaped", unshaped, "first-order"), ("unshaped", unshaped, "perturb")]
-        if setting == "dense":
-            runs = runs[:1] + runs[3:4]
-        for field_name, model, method in runs:
-            result = propagate_labels(model, setup, scene.train, scene.test, clicks, n_classes, method, progress=True)
-            m = label_map_metrics(result["labels"], target, n_classes)
-            clicked = result["active"].nonzero().flatten().tolist()
-            reachable = [c for c in m["classes"] if c in clicked]
-            m["miou_clicked"] = float(torch.tensor([m["iou"][c] for c in reachable]).mean())
-            key = f"{setting}/{field_name}/{method}"
-            records[key] = {**{k: m[k] for k in ("miou", "miou_clicked", "accuracy", "class_accuracy")},
-                            **{k: result[k] for k in ("seconds", "shared_seconds", "per_class_seconds")}}
-            label_pictures(args.out / f"{setting}_{field_name}_{method}.png", scene, result["labels"], target)
-            rows.append((setting, f"JacobiNeRF {field_name}, {method}", records[key]))
-            print(key, records[key], flush=True)
+    row("unshaped", "unshaped field (its RGB head's Jacobians)",
+        propagate_labels(unshaped, setup, scene.train, scene.test, clicks, n_classes)["labels"],
+        time.perf_counter() - start, None)
+    start = time.perf_counter()
+    config = SegmentConfig()
+    source = label_free_source(scene.train, surface(unshaped, setup, scene.train, config.measured_depth),
+                               setup.aabb, config)
+    lookup = segment_lookup(source, surface(unshaped, setup, scene.test, config.measured_depth), clicks)
+    row("lookup", "segment lookup: the click of the pixel's consistent segment (no Jacobians)", lookup,
+        time.perf_counter() - start, None)
+    start = time.perf_counter()
+    head = fit_semantic_head(unshaped, setup, scene.train, clicks, n_classes)
+    active = torch.bincount(torch.tensor([c.label for c in clicks]), minlength=n_classes) > 0
+    row("semantic-nerf", "Semantic-NeRF-style head trained on the clicks",
+        predict_semantic(unshaped, setup, head, scene.test, active), time.perf_counter() - start, None)
+    for slug, (title, overrides, iterations) in SHAPED.items():
+        if args.only is not None and slug not in args.only:
+            continue
+        model, steps = copy.deepcopy(unshaped), getattr(args, iterations)
         start = time.perf_counter()
-        head = fit_semantic_head(unshaped, setup, scene.train, clicks, n_classes)
-        labels = predict_semantic(unshaped, setup, head, scene.test, result["active"])
-        m = label_map_metrics(labels, target, n_classes)
-        m["miou_clicked"] = float(torch.tensor([m["iou"][c] for c in m["classes"] if c in clicked]).mean())
-        records[f"{setting}/semantic-nerf"] = {**{k: m[k] for k in ("miou", "miou_clicked", "accuracy",
-                                                                  "class_accuracy")},
-                                               "seconds": time.perf_counter() - start}
-        label_pictures(args.out / f"{setting}_semantic_nerf.png", scene, labels, target)
-        rows.append((setting, "Semantic-NeRF-style head (clicks only)", records[f"{setting}/semantic-nerf"]))
+        summary = shape_field(model, setup, scene, ShapeConfig(run=fit_run, out=args.out / slug, overwrite=True,
+                                                               iterations=steps, progress=False,
+                                                               **{**TUNED, **overrides}))
+        labels = propagate_labels(model, setup, scene.train, scene.test, clicks, n_classes)["labels"]
+        row(slug, f"{title}, {steps} it.", labels, time.perf_counter() - start, summary["psnr_after"])
     save_json(args.out / "results.json", records)
-    n_present = len(label_map_metrics(target, target, n_classes)["classes"])
-    sparse_clicks = evaluation_clicks(scene)
-    table = ["| setting | method | mIoU | mIoU (clicked classes) | accuracy | class accuracy | time (s) |"
-             " per class (s) |", "|---|---|---|---|---|---|---|---|"]
-    for setting, name, r in rows:
-        per_class = f"{r['per_class_seconds']:.3f}" if "per_class_seconds" in r else "-"
-        table.append(f"| {setting} | {name} | {r['miou']:.3f} | {r['miou_clicked']:.3f} | {r['accuracy']:.3f} | "
-                     f"{r['class_accuracy']:.3f} | {r['seconds']:.1f} | {per_class} |")
-    text = ("## Label propagation on the procedural room (JacobiNeRF)\n\n" + "\n".join(table) + "\n\n"
-            f"Room seed 0, 64x64 pixels, {len(scene.train)} train / {len(scene.test)} test views. Clicks: training "
-            f"view {sparse_clicks[0].view}, one pixel per class visible there ({len(sparse_clicks)} of "
-            f"{n_present} classes present in the test views; the others cannot be propagated and count as "
-            f"misses: 'mIoU (clicked classes)' averages only the clicked ones). Dense: every pixel of that view. "
-            f"Metrics over the test views, void ignored. NeRF: {args.fit_iterations if args.fit_run is None else 'reused'} "
-            f"fit iterations; shaping: {args.shape_iterations} iterations with {TUNED} "
-            f"({shape_seconds:.0f} s), positive pairs: same class in the semantic label maps, among pixels of "
-            f"{TUNED['views_per_step']} training views per step. 'per class' is the time of the "
-            f"per-class work (first order: the matrix product after the target Jacobians, computed once, are "
-            f"counted in 'time'). Machine: {machine()}.\n\n"
+    consistent = source.consistent
+    text = ("## One-click label propagation on the procedural room (JacobiNeRF, label-free)\n\n"
+            "| pairs / method | mIoU | accuracy | class accuracy | held-out PSNR before -> after (dB) | time (s) |\n"
+            "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            + ("Per-class IoU, label-free default: " + ", ".join(
+                f"{c} {iou:.2f}" for c, iou in zip(scene.class_names, records["shape"]["iou"])) + ".\n\n"
+               if "shape" in records else "")
+            + f"Room seed 0, 64x64 pixels, {len(scene.train)} train / {len(scene.test)} test views. Clicks: training "
+            f"view {clicks[0].view}, one pixel per class ({len(clicks)} clicks, the pixel deepest inside each class "
+            f"region), first-order propagation (argmax of |cos| with the clicked classes' mean Jacobians) to every "
+            f"test pixel, scored against the test views' class maps (void ignored; the lookup leaves "
+            f"{float((lookup < 0).float().mean()):.0%} of the test pixels unlabelled, which count as misses). "
+            f"NeRF: {args.fit_iterations if args.fit_run is None else 'reused'} fit iterations. Shaping: {TUNED}, "
+            f"a separate shaping head ({ShapeConfig.head_features} outputs) on the frozen field unless 'whole field'; "
+            f"whole-field rows: {WHOLE}. Label-free masks: Felzenszwalb segments of the training images "
+            f"(scale {config.scale}, min size {config.min_size}), lifted to a {config.voxels}-voxel grid with the "
+            f"views' depth maps (the room renders them, as an RGB-D sensor would) unless 'rendered depth', and "
+            f"associated across views at IoU {config.iou}: {int(consistent.max()) + 1} ids over the "
+            f"{len(scene.train)} training views. 'time' = shaping + propagation (or the baseline's work). "
+            f"Machine: {machine()}.\n\n"
             f"`PYTHONPATH=src .venv/bin/python bench/propagation.py --out {args.out}"
-            f"{' --fit-run ' + str(args.fit_run) if args.fit_run else ''} --shape-iterations {args.shape_iterations}`\n")
+            f"{' --fit-run ' + str(args.fit_run) if args.fit_run else ''} --shape-iterations {args.shape_iterations}"
+            f" --whole-iterations {args.whole_iterations}`\n")
     print(text)
-    if not args.no_write_docs:
+    if not args.no_write_docs and args.only is None:
         write_section("results.md", "shaping-propagation", text)
 
 

@@ -7,7 +7,7 @@ much as the clicked pixel's largest channel change. Recall: recoloured fraction 
 leakage: recoloured fraction of every other non-void pixel. Writes the ``shaping-recolor`` section of
 docs/results.md and before/after pictures to docs/images.
 
-    PYTHONPATH=src .venv/bin/python bench/recolor.py --runs runs/bench-propagation-1000
+    PYTHONPATH=src .venv/bin/python bench/recolor.py --runs runs/bench-propagation
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def recolour_class(model, setup, scene, before, class_name: str, color: tuple[fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=Path, default=Path("runs/bench-propagation-1000"),
+    parser.add_argument("--runs", type=Path, default=Path("runs/bench-propagation"),
                         help="output folder of bench/propagation.py (its fit/ and shape/ runs)")
     parser.add_argument("--classes", nargs="+", default=["chair", "box", "picture"])
     parser.add_argument("--color", nargs=3, type=float, default=(0.9, 0.15, 0.1))
@@ -64,6 +64,7 @@ def main() -> None:
                         help="non-resonating pixels of the click view each step holds still (0: plain minimum norm)")
     parser.add_argument("--no-write-docs", action="store_true")
     args = parser.parse_args()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     scene = generate_room(RoomConfig(seed=0))
     fields = {"shaped": load_field(args.runs / "shape"), "unshaped": load_field(args.runs / "fit")}

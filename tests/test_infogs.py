@@ -172,7 +172,7 @@ def test_shape_and_edit_commands_write_pictures(tmp_path, monkeypatch):
     fit_splats(scene, SplatFitConfig(scene=Path("room"), out=fit_dir, iterations=5, init_stride=4, init_view_step=3,
                                      picture_views=0, tile=8, progress=False))
     for module in (commands, infogs):  # the tiny room instead of the default one
-        monkeypatch.setattr(module, "open_scene", lambda name: scene)
+        monkeypatch.setattr(module, "fitted_scene", lambda setup: scene)
     summary = splat_shape(SplatShapeConfig(run=fit_dir, out=tmp_path / "shape", iterations=3, fraction=0.5,
                                            progress=False))
     assert summary["step"] == 3 and (tmp_path / "shape" / "metrics.json").exists()
@@ -181,7 +181,7 @@ def test_shape_and_edit_commands_write_pictures(tmp_path, monkeypatch):
         assert Path(result["picture"]).exists() and result["affected_gaussians"] >= 1
     run = load_shaped(tmp_path / "shape")
     assert run.ids is not None and run.ids.shape == (len(run.field),) and bool((run.ids >= 0).all())
-    assert run.masks is scene.train.instance
+    assert run.masks.shape == scene.train.instance.shape  # label-free masks, kept in the checkpoint
     with pytest.raises(ValueError, match="outside"):
         splat_edit(SplatEditConfig(run=tmp_path / "shape", click="0/16/3"))
     unshaped = load_shaped(fit_dir)  # a fit run: a fresh decoder, no labels
@@ -203,3 +203,23 @@ def test_bad_clicks_are_rejected():
         clicked_gaussian(field, deltas, views, setup, Click(0, 0, 0, 0))
     with pytest.raises(ValueError, match="outside"):
         clicked_gaussian(field, deltas, views, setup, Click(0, 3, 16, 0))
+
+
+def test_label_free_masks_without_depth_maps_use_the_rendered_depth(tmp_path):
+    from dataclasses import replace
+
+    from priors3d.shaping.sources import SegmentConfig
+
+    scene = generate_room(RoomConfig(width=16, height=16, n_views=8, test_every=4, light_samples=1,
+                                     overview_fov_deg=0.0))
+    fit_splats(scene, SplatFitConfig(scene=Path("room"), out=tmp_path / "fit", iterations=5, init_stride=4,
+                                     init_view_step=3, picture_views=0, tile=8, progress=False))
+    field, setup = infogs.load_splats(tmp_path / "fit")
+    bare = replace(scene, train=replace(scene.train, depth=None, semantic=None, instance=None))
+    masks = infogs.splat_masks(field, setup, bare, SegmentConfig())
+    assert masks.shape == scene.train.instance.shape and masks.dtype == torch.long
+    assert bool((masks >= 0).any())
+    views_per_id = [len(torch.nonzero(masks == i)[:, 0].unique()) for i in masks[masks >= 0].unique().tolist()]
+    assert max(views_per_id) > 1  # some segment associated across views through the Gaussians' depth
+    measured = infogs.splat_masks(field, setup, scene, SegmentConfig())  # with the room's depth maps
+    assert not torch.equal(masks, measured)

@@ -71,6 +71,8 @@ def test_corrupt_masks():
     assert all(len(merged[v][merged[v] >= 0].unique()) == 1 for v in range(2))
     split = corrupt_masks(labels, split=1.0, generator=g)
     assert all(len(split[v][split[v] >= 0].unique()) > 2 for v in range(2))
+    new = [set(split[v].unique().tolist()) - {-1, 0, 1} for v in range(2)]
+    assert new[0] and new[1] and not new[0] & new[1]  # split-off parts of different views never share an id
     noisy = corrupt_masks(labels, noise=0.5, generator=g)
     assert (noisy == -1).sum() == 2 and 0 < (noisy != labels).sum() < labels.numel()
 
@@ -111,4 +113,4 @@ def test_jacobian_batch_splits_pixels_over_distinct_views():
     one_view, _ = jacobian_batch(masks, 6, 50, ShapeConfig(run=Path("unused"), jacobian_rays=24), generator)
     assert len(one_view.unique()) == 1
     with pytest.raises(ValueError, match="per-view ids"):
-        ShapeConfig(run=Path("unused"), views_per_step=2, merge=0.3)
+        ShapeConfig(run=Path("unused"), views_per_step=2, pairs="segments")

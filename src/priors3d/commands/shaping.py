@@ -13,7 +13,7 @@ import tyro
 
 from priors3d.engine import CommandConfig
 from priors3d.fields.fit import load_field
-from priors3d.fields.formats import open_scene
+from priors3d.fields.formats import fitted_scene
 from priors3d.fields.nerf import NeRF
 from priors3d.fields.render import FieldSetup
 from priors3d.fields.splat_fit import load_splats
@@ -30,11 +30,25 @@ from priors3d.shaping.shape import Method, ShapeConfig, evaluation_clicks, propa
 from priors3d.viz import label_pictures, save_png
 
 
+MAP_FOLDERS = {"features": "features", "semantic": "semantic_class", "instance": "semantic_instance"}
+"""The folder of a scene that holds each kind of map (nerfstudio as ``write_nerfstudio`` writes it, and Replica)."""
+
+
+def check_source(scene: str, source: str) -> None:
+    """Raise a ValueError before any image is read when the scene folder ``scene`` has no maps for ``source``
+    (the label-free sources need only the images)."""
+    if source in MAP_FOLDERS and scene != "room" and not (Path(scene) / MAP_FOLDERS[source]).is_dir():
+        raise ValueError(f"{source} needs the folder {Path(scene) / MAP_FOLDERS[source]}, which does not exist; "
+                         f"use a label-free source (consistent or segments), which needs only the images")
+
+
 def shape(cfg: ShapeConfig) -> dict:
     """Shape a fitted NeRF with mutual-information gradients (JacobiNeRF) so objects resonate together."""
     model, setup = load_field(cfg.run, "field shape")
-    summary = shape_field(model, setup, open_scene(setup.scene), cfg)
-    print(f"shaped for {summary['step']} steps ({summary['train_time_s']:.0f} s) -> {cfg.out}")
+    check_source(setup.scene, cfg.pairs)
+    summary = shape_field(model, setup, fitted_scene(setup), cfg)
+    print(f"shaped for {summary['step']} steps ({summary['train_time_s']:.0f} s), pairs {cfg.pairs}: test PSNR "
+          f"{summary['psnr_before']:.2f} -> {summary['psnr_after']:.2f} dB -> {cfg.out}")
     return summary
 
 
@@ -45,7 +59,8 @@ class PropagateConfig(CommandConfig):
     run: tyro.conf.Positional[Path]
     """A fitted or shaped run directory."""
     clicks: tuple[str, ...] = ()
-    """Clicks ``view/x/y/class`` in the training views; none = sampled from ground truth (one per class)."""
+    """Clicks ``view/x/y/class`` in the training views; none = sampled from ground truth (one per class; needs the
+    scene's label maps, as does the scoring)."""
     dense: bool = False
     """With sampled clicks: use every pixel of the click view (one densely labelled view)."""
     click_view: int | None = None
@@ -67,10 +82,12 @@ def propagate(cfg: PropagateConfig) -> dict:
     """Propagate labels from clicks to every test view through Jacobians; report mIoU and accuracies."""
     clicks = [Click.parse(c) for c in cfg.clicks]
     model, setup = load_field(cfg.run, "field propagate")
-    scene = open_scene(setup.scene)
+    if not clicks:
+        check_source(setup.scene, cfg.label_source)
+    scene = fitted_scene(setup)
     clicks = clicks or evaluation_clicks(scene, cfg.label_source, cfg.dense, cfg.click_view)
     target = getattr(scene.test, cfg.label_source)
-    n_classes = _n_classes(scene, cfg.label_source)
+    n_classes = max(_n_classes(scene, cfg.label_source), max(c.label for c in clicks) + 1)
     result = propagate_labels(model, setup, scene.train, scene.test, clicks, n_classes, cfg.method, cfg.sigma,
                               cfg.min_response, cfg.names, cfg.channel, progress=cfg.progress)
     out = cfg.out or cfg.run / f"propagate-{cfg.method}"
@@ -91,7 +108,7 @@ def _n_classes(scene: Scene, label_source: str) -> int:
     if label_source == "semantic" and scene.class_names:
         return len(scene.class_names)
     maps = [m for m in (getattr(scene.train, label_source), getattr(scene.test, label_source)) if m is not None]
-    return int(max(int(m.max()) for m in maps)) + 1
+    return int(max(int(m.max()) for m in maps)) + 1 if maps else 0
 
 
 @dataclass(kw_only=True)
@@ -137,7 +154,7 @@ def _clicked_field(cfg: _ClickConfig, command: str) -> tuple[Click, NeRF, FieldS
     """The click, the fitted field, its setup and scene, and the ``cfg.views`` test views to draw."""
     click = Click.parse(cfg.click, labelled=False)
     model, setup = load_field(cfg.run, command)
-    scene = open_scene(setup.scene)
+    scene = fitted_scene(setup)
     return click, model, setup, scene, _test_subset(scene, cfg.views)
 
 
@@ -170,8 +187,9 @@ def recolor(cfg: RecolorConfig) -> dict:
 def splat_shape(cfg: SplatShapeConfig) -> dict:
     """Shape a decoder over fitted Gaussians (InfoGaussian) so that objects move, recolour and vanish together."""
     field, setup = load_splats(cfg.run)
-    summary = shape_splats(field, setup, open_scene(setup.scene), cfg)
-    print(f"shaped in {summary['train_time_s']:.0f} s: test PSNR {summary['psnr_before']:.2f} -> "
+    check_source(setup.scene, cfg.labels)
+    summary = shape_splats(field, setup, fitted_scene(setup), cfg)
+    print(f"shaped ({cfg.labels} masks) in {summary['train_time_s']:.0f} s: test PSNR {summary['psnr_before']:.2f} -> "
           f"{summary['psnr_after']:.2f} dB -> {cfg.out}")
     return summary
 

@@ -1,5 +1,6 @@
 """Mutual-information gradient shaping: parameter Jacobians of pixels (JacobiNeRF) and of Gaussians
-(InfoGaussian), positive pairs, the InfoNCE loss, shaping trainers, clicks, label propagation and edits."""
+(InfoGaussian), label-free pair sources, positive pairs, the InfoNCE loss, shaping trainers, clicks, label
+propagation and edits."""
 
 from .clicks import Click, auto_clicks, dense_clicks, object_clicks
 from .edit import recolor, select
@@ -9,10 +10,14 @@ from .losses import info_nce, shaping_loss
 from .pairs import adaptive_feature_pairs, corrupt_masks, mask_pairs
 from .propagate import first_order_responses, perturb_responses, volume_responses
 from .shape import TUNED, ShapeConfig, evaluation_clicks, propagate_labels, shape_field
+from .sources import (LabelFree, SegmentConfig, associate, depth_geometry, felzenszwalb, label_free_source,
+                      rendered_geometry, segment_lookup)
 
 __all__ = [
-    "TUNED", "Click", "ShapeConfig", "SplatShapeConfig", "adaptive_feature_pairs", "auto_clicks", "corrupt_masks",
-    "dense_clicks", "edit_target", "evaluation_clicks", "first_order_responses", "info_nce", "load_shaped", "mask_pairs",
+    "TUNED", "Click", "LabelFree", "SegmentConfig", "ShapeConfig", "SplatShapeConfig", "adaptive_feature_pairs",
+    "associate", "auto_clicks", "corrupt_masks", "dense_clicks", "depth_geometry", "edit_target", "evaluation_clicks",
+    "felzenszwalb", "first_order_responses", "info_nce", "label_free_source", "load_shaped", "mask_pairs",
     "move_metrics", "object_clicks", "perturb_responses", "pixel_jacobians", "point_jacobians", "propagate_labels",
-    "recolor", "select", "shape_field", "shape_splats", "shaping_loss", "volume_responses",
+    "recolor", "rendered_geometry", "segment_lookup", "select", "shape_field", "shape_splats", "shaping_loss",
+    "volume_responses",
 ]

@@ -2,11 +2,14 @@
 
 ``shape_splats`` labels every Gaussian with the mask id of the pixels it contributes most to (its
 blending weights summed per label over the training views; Gaussians that reach no labelled pixel take
-the majority id of their nearest labelled neighbours in 3D), then fine-tunes a ``GaussianDecoder``
+the majority id of their nearest labelled neighbours in 3D), the masks being label-free ``consistent``
+segments by default (``shaping.sources``: the training images lifted with the views' depth maps or the
+Gaussians' rendered depth) or ORACLE ground-truth maps, then fine-tunes a ``GaussianDecoder``
 through the engine (kind ``splat shape``) with InfoNCE on the cosines of a random ~7 % of the
 Gaussians' Jacobians, a 3D-neighbour smoothness term, a Jacobian-norm penalty and the photometric loss
 of the decoded field. A shape run directory holds ``config.json``, ``metrics.jsonl``, ``checkpoint.pt``
-(decoder, optimiser, generator, the Gaussians' ids) and ``metrics.json`` (held-out PSNR before and after).
+(decoder, optimiser, generator, the Gaussians' ids and the masks they came from) and ``metrics.json``
+(held-out PSNR before and after).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from tqdm import tqdm
 
 from priors3d import engine
 from priors3d.engine import RunConfig
-from priors3d.fields.formats import open_scene
+from priors3d.fields.formats import fitted_scene
 from priors3d.fields.gaussians import GaussianField
 from priors3d.fields.rays import scene_aabb
 from priors3d.fields.splat import render_gaussians
@@ -33,6 +36,7 @@ from priors3d.fields.views import Scene, Views
 from priors3d.metrics import psnr
 from priors3d.runs import config_from_dict, open_run, save_json
 from priors3d.shaping.clicks import Click
+from priors3d.shaping.sources import SegmentConfig, depth_geometry, label_free_source
 from priors3d.shaping.decoder import (GaussianDecoder, decoded_attributes, decoder_deltas, nearest_neighbours,
                                       recall_leakage, render_decoded, shaping_terms, solve_edit)
 
@@ -72,8 +76,11 @@ class SplatShapeConfig(RunConfig):
     """Weight of the Jacobian-norm penalty ``mean((||J|| - 1)²)`` (equal lengths = equal moves)."""
     photo: float = 1.0
     """Weight of the L1 photometric loss of the decoded field on one random training view."""
-    labels: Literal["instance", "semantic"] = "instance"
-    """Which label maps give each Gaussian its mask id."""
+    labels: Literal["consistent", "instance", "semantic"] = "consistent"
+    """Which masks give each Gaussian its id: label-free ``consistent`` segments (``shaping.sources``), or the
+    ORACLE ground-truth ``instance`` / ``semantic`` maps (for comparison only)."""
+    segments: SegmentConfig = dataclass_field(default_factory=SegmentConfig)
+    """Options of the label-free segments."""
     decoder: DecoderConfig = dataclass_field(default_factory=DecoderConfig)
 
 
@@ -179,6 +186,7 @@ class SplatShaper:
         self.images = views.images.float()
         self.ids: Tensor | None = None
         self.voted_fraction: float | None = None
+        self.masks = labels
         if labels is not None:
             voted = voted_labels(field, views, labels, setup)
             self.ids = fill_from_neighbours(field.means.detach(), voted, cfg.neighbours)
@@ -197,13 +205,14 @@ class SplatShaper:
 
     def state_dict(self) -> dict:
         return {"decoder": self.decoder.state_dict(), "optimiser": self.optimiser.state_dict(),
-                "generator": self.generator.get_state(), "ids": self.ids, "voted_fraction": self.voted_fraction}
+                "generator": self.generator.get_state(), "ids": self.ids, "voted_fraction": self.voted_fraction,
+                "masks": self.masks}
 
     def load_state_dict(self, state: dict) -> None:
         self.decoder.load_state_dict(state["decoder"])
         self.optimiser.load_state_dict(state["optimiser"])
         self.generator.set_state(state["generator"])
-        self.ids, self.voted_fraction = state["ids"], state["voted_fraction"]
+        self.ids, self.voted_fraction, self.masks = state["ids"], state["voted_fraction"], state["masks"]
 
 
 def shape_splats(field: GaussianField, setup: SplatSetup, scene: Scene, cfg: SplatShapeConfig) -> dict:
@@ -211,13 +220,16 @@ def shape_splats(field: GaussianField, setup: SplatSetup, scene: Scene, cfg: Spl
     engine.resolve_device(cfg.device)
     if not 0 < cfg.fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {cfg.fraction}")
-    labels = getattr(scene.train, cfg.labels)
-    if labels is None:
-        raise ValueError(f"the scene's training views have no {cfg.labels} maps to label the Gaussians with")
+    if cfg.labels != "consistent" and getattr(scene.train, cfg.labels) is None:
+        raise ValueError(f"labels={cfg.labels} (oracle) needs {cfg.labels} maps in the scene's training views; use "
+                         f"the label-free labels=consistent")
     field.requires_grad_(False)
     with engine.start(cfg, "splat shape") as run:
-        trainer = SplatShaper(field, setup, scene.train, scene_aabb(scene), cfg, run.generator,
-                              labels if run.checkpoint is None else None)
+        labels = None
+        if run.checkpoint is None:
+            labels = (splat_masks(field, setup, scene, cfg.segments) if cfg.labels == "consistent"
+                      else getattr(scene.train, cfg.labels))
+        trainer = SplatShaper(field, setup, scene.train, scene_aabb(scene), cfg, run.generator, labels)
         result = run.train(trainer, cfg.iterations, log_every=10, desc="splat shape")
         summary = {**result, "time_per_iter_s": result["train_time_s"] / max(result["step"], 1),
                    "psnr_before": decoded_psnr(field, torch.zeros(len(field), 7), scene.test, setup),
@@ -225,6 +237,22 @@ def shape_splats(field: GaussianField, setup: SplatSetup, scene: Scene, cfg: Spl
                    "gaussians": len(field), "voted_fraction": trainer.voted_fraction}
         save_json(run.path("metrics.json"), summary)
     return summary
+
+
+def splat_masks(field: GaussianField, setup: SplatSetup, scene: Scene, cfg: SegmentConfig) -> Tensor:
+    """Label-free ``consistent`` ids ``[V, H, W]`` of the training views, lifted with their depth maps (when
+    ``cfg.measured_depth`` and the scene has them) or the Gaussians' rendered depth (where opacity > 0.5)."""
+    views = scene.train
+    if not (cfg.measured_depth and views.depth is not None):
+        deltas = torch.zeros(len(field), 7)
+        with torch.no_grad():
+            renders = [render_decoded(field, deltas, views.c2w[v], views.intrinsics[v], *views.hw, **setup.options())
+                       for v in range(len(views))]
+        z_depth = torch.stack([torch.where(r["alpha"] > 0.5, r["depth"], 0.0) for r in renders])
+    else:
+        z_depth = views.depth
+    return label_free_source(views, depth_geometry(views, z_depth), tuple(scene_aabb(scene).flatten().tolist()),
+                             cfg).consistent
 
 
 @dataclass
@@ -253,12 +281,12 @@ def load_shaped(run_dir: str | Path) -> ShapedRun:
                                     f"not saved a checkpoint yet")
     field, setup = load_splats(cfg.run if shaped else run_dir, "splat edit")
     field.requires_grad_(False)
-    scene = open_scene(setup.scene)
+    scene = fitted_scene(setup)
     decoder = make_decoder(field, scene_aabb(scene), cfg.decoder if shaped else DecoderConfig())
     if not shaped:
         return ShapedRun(field, setup, decoder, scene, None, None)
     decoder.load_state_dict(checkpoint["trainer"]["decoder"])
-    return ShapedRun(field, setup, decoder, scene, checkpoint["trainer"]["ids"], getattr(scene.train, cfg.labels))
+    return ShapedRun(field, setup, decoder, scene, checkpoint["trainer"]["ids"], checkpoint["trainer"]["masks"])
 
 
 def clicked_gaussian(field: GaussianField, deltas: Tensor, views: Views, setup: SplatSetup, click: Click,
@@ -304,10 +332,12 @@ def edit_target(field: GaussianField, deltas: Tensor, g: int, op: str,
 
 
 def move_metrics(field: GaussianField, setup: SplatSetup, decoder: GaussianDecoder, ids: Tensor, views: Views,
-                 masks: Tensor, clicks: list[Click], offset: float = 0.3) -> dict:
+                 masks: Tensor, clicks: list[Click], offset: float = 0.3, truth: Tensor | None = None) -> dict:
     """Recall and leakage of an upward move of ``offset`` from each click (``recall_leakage`` over all
-    Gaussians, objects = ``ids [G]``), per object (the click's label) and averaged. Clicks select their
-    Gaussian with ``clicked_gaussian`` and the label maps ``masks [V, H, W]`` of ``views``."""
+    Gaussians, objects = ``truth [G]``, default ``ids``), per object (the click's label) and averaged. Clicks
+    select their Gaussian with ``clicked_gaussian``, the Gaussians' shaping ids ``ids [G]`` and the masks
+    ``masks [V, H, W]`` of ``views`` they came from."""
+    truth = ids if truth is None else truth
     with torch.no_grad():
         deltas = decoder_deltas(decoder)
     per_object = {}
@@ -316,8 +346,8 @@ def move_metrics(field: GaussianField, setup: SplatSetup, decoder: GaussianDecod
         theta = solve_edit(decoder, g, "motion", torch.tensor([0.0, 0.0, offset]))
         with torch.no_grad():
             moved = decoder_deltas(decoder, theta)[:, :3] - deltas[:, :3]
-        per_object[click.label] = {**recall_leakage(moved, ids == click.label, offset),
-                                   "clicked_gaussian_label": int(ids[g])}
+        per_object[click.label] = {**recall_leakage(moved, truth == click.label, offset),
+                                   "clicked_gaussian_label": int(truth[g])}
     recalls = [m["recall"] for m in per_object.values() if not np.isnan(m["recall"])]
     return {"recall": float(np.mean(recalls)) if recalls else float("nan"),
             "leakage": float(np.mean([m["leakage"] for m in per_object.values()])),

@@ -27,11 +27,12 @@ def grey(rgb: Tensor, channel: int | None = None) -> Tensor:
 
 
 def parameter_subset(model: nn.Module, names: tuple[str, ...] | list[str] | None = None) -> dict[str, Tensor]:
-    """The named parameters ``theta_D`` of ``model``; by default ``model.rgb_head_parameter_names()`` (the last
-    layer of the RGB branch)."""
-    if names is None and not hasattr(model, "rgb_head_parameter_names"):
+    """The named parameters ``theta_D`` of ``model``; by default ``model.shaping_parameter_names()`` (a NeRF's
+    shaping head, when it has one) or ``model.rgb_head_parameter_names()`` (the last layer of the RGB branch)."""
+    default = getattr(model, "shaping_parameter_names", getattr(model, "rgb_head_parameter_names", None))
+    if names is None and default is None:
         raise ValueError(f"{type(model).__name__} has no rgb_head_parameter_names(); pass names explicitly")
-    names = tuple(model.rgb_head_parameter_names() if names is None else names)
+    names = tuple(default() if names is None else names)
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
     if missing or not names:
@@ -54,7 +55,8 @@ def unflatten(vector: Tensor, like: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def pixel_jacobians(model: nn.Module, rays_o: Tensor, rays_d: Tensor, near: Tensor, far: Tensor,
                     n_samples: int = 32, n_proposal: int = 0, proposal=None, background: Tensor | None = None,
-                    names: tuple[str, ...] | None = None, channel: int | None = None) -> Tensor:
+                    names: tuple[str, ...] | None = None, channel: int | None = None,
+                    inner: Tensor | None = None) -> Tensor:
     """Jacobians ``[R, P]`` of the rendered grey value of each ray with respect to ``theta_D``.
 
     Differentiable: the result has a graph back to every parameter of ``model`` (``theta_D``
@@ -72,7 +74,7 @@ def pixel_jacobians(model: nn.Module, rays_o: Tensor, rays_d: Tensor, near: Tens
 
     def value(params: dict[str, Tensor], o: Tensor, d: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
         return grey(render_rays(model, o, d, t0, t1, n_samples, n_proposal, proposal=proposal, background=background,
-                                params=params)["rgb"], channel)
+                                params=params, inner=inner)["rgb"], channel)
 
     grads = vmap(grad(value), in_dims=(None, 0, 0, 0, 0))(theta, rays_o, rays_d, near, far)
     return flatten(grads, batch_dims=1)
@@ -113,14 +115,14 @@ def point_jacobians(model: nn.Module, positions: Tensor, directions: Tensor,
 def loop_pixel_jacobians(model: nn.Module, rays_o: Tensor, rays_d: Tensor, near: Tensor, far: Tensor,
                          n_samples: int = 32, n_proposal: int = 0, proposal=None, background: Tensor | None = None,
                          names: tuple[str, ...] | None = None, channel: int | None = None,
-                         create_graph: bool = False) -> Tensor:
+                         create_graph: bool = False, inner: Tensor | None = None) -> Tensor:
     """The reference implementation's way: one ``torch.autograd.grad`` call per pixel. ``[R, P]``.
 
     Kept as the ground truth for tests and the speed benchmark (``bench/shaping_speed.py``).
     """
     theta = parameter_subset(model, names)
     values = grey(render_rays(model, rays_o, rays_d, near, far, n_samples, n_proposal, proposal=proposal,
-                              background=background)["rgb"], channel)
+                              background=background, inner=inner)["rgb"], channel)
     rows = []
     for r in range(values.shape[0]):
         g = torch.autograd.grad(values[r], list(theta.values()), retain_graph=True, create_graph=create_graph)

@@ -63,8 +63,12 @@ def corrupt_masks(labels: Tensor, merge: float = 0.0, split: float = 0.0, noise:
         split: probability that a mask is cut in two by a random line through its centroid.
         noise: fraction of non-void pixels that get a random mask id of their view.
 
+    Merged masks take another mask's id and noisy pixels a random id present in their view; split-off parts
+    get new ids used nowhere else. So ids shared across views (view-consistent masks) stay shared where no damage
+    fell: a merge is then a wrong association, a split an unmatched part.
+
     Returns:
-        ``[V, H, W]`` int64 mask ids (per-view ids; the same id in two views means nothing).
+        ``[V, H, W]`` int64 mask ids.
     """
     if labels.ndim != 3:
         raise ValueError(f"labels must be [V, H, W], got {list(labels.shape)}")
@@ -72,6 +76,7 @@ def corrupt_masks(labels: Tensor, merge: float = 0.0, split: float = 0.0, noise:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
     out = labels.clone().long()
+    next_id = int(out.max()) + 1
     height, width = labels.shape[1:]
     vv, uu = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
                             indexing="ij")
@@ -84,7 +89,6 @@ def corrupt_masks(labels: Tensor, merge: float = 0.0, split: float = 0.0, noise:
                     others = ids[ids != i]
                     view = torch.where(view == i, others[torch.randint(len(others), (), generator=generator)], view)
         if split > 0:
-            next_id = int(view.max()) + 1
             for i in view[view >= 0].unique().tolist():
                 if float(torch.rand((), generator=generator)) < split:
                     inside = view == i

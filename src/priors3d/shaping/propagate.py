@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from priors3d.fields.rays import ray_bounds, views_rays
+from priors3d.fields.rays import views_rays
 from priors3d.fields.render import FieldSetup, render_nerf_views, render_rays
 from priors3d.fields.views import Views
 from priors3d.shaping.clicks import Click
@@ -33,8 +33,7 @@ def view_rays(views: Views, setup: FieldSetup) -> tuple[Tensor, Tensor, Tensor, 
     """Rays of every pixel: origins, directions ``[V, H*W, 3]`` and bounds near, far ``[V, H*W]``."""
     origins, directions = views_rays(views)
     o, d = origins.flatten(1, 2), directions.flatten(1, 2)
-    near, far = ray_bounds(o, d, torch.tensor(setup.aabb).reshape(2, 3), setup.near, setup.far)
-    return o, d, near, far
+    return (o, d, *setup.bounds(o, d))
 
 
 def map_rays(views: Views, setup: FieldSetup, fn: Callable[..., Tensor], chunk: int, desc: str = "",

@@ -1,17 +1,20 @@
 """JacobiNeRF shaping of a fitted NeRF, and label propagation from clicks through its Jacobians.
 
-``shape_field`` fine-tunes a fitted NeRF with the JacobiNeRF objective through the engine (kind
-``field shape``); its checkpoint holds the field and its setup as a ``field fit`` checkpoint does, so
-everything that takes a fitted field (``field render``, ``propagate``, ...) takes a shaped one too.
+``shape_field`` shapes a fitted NeRF with the JacobiNeRF objective through the engine (kind ``field
+shape``): by default a separate shaping head (``NeRF.add_shaping_head``) with density and colours frozen,
+its positive pairs from a label-free source (``shaping.sources``). Its checkpoint holds the field and its
+setup as a ``field fit`` checkpoint does, so everything that takes a fitted field (``field render``,
+``propagate``, ...) takes a shaped one too.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import tyro
 from torch import Tensor
@@ -19,8 +22,9 @@ from torch import Tensor
 from priors3d import engine
 from priors3d.engine import RunConfig
 from priors3d.fields.nerf import NeRF, field_state
-from priors3d.fields.render import FieldSetup, render_rays
+from priors3d.fields.render import FieldSetup, render_nerf_views, render_rays
 from priors3d.fields.views import Scene
+from priors3d.metrics import psnr
 from priors3d.runs import save_json
 from priors3d.shaping.clicks import Click, auto_clicks, click_labels, dense_clicks
 from priors3d.shaping.jacobian import pixel_jacobians
@@ -28,6 +32,7 @@ from priors3d.shaping.losses import shaping_loss
 from priors3d.shaping.pairs import adaptive_feature_pairs, corrupt_masks, mask_pairs
 from priors3d.shaping.propagate import (argmax_labels, click_jacobians, click_point_jacobians, first_order_responses,
                                         perturb_responses, prototypes, view_jacobians, view_rays, volume_responses)
+from priors3d.shaping.sources import SegmentConfig, label_free_source, surface
 
 
 @dataclass(kw_only=True)
@@ -44,8 +49,8 @@ class ShapeConfig(RunConfig):
     """Pixels per step whose Jacobians enter the InfoNCE loss (split evenly over ``views_per_step`` views)."""
     views_per_step: int = 1
     """Training views those pixels come from. Above 1, pixels of different views pair up by mask id, which
-    needs ids that mean the same object or class in every view (clean semantic or instance maps, not
-    corrupted ones): the parts of an object seen from different sides are then pulled together."""
+    needs ids that mean the same object or class in every view (``consistent`` segments, semantic or instance
+    maps; not ``segments``): the parts of an object seen from different sides are then pulled together."""
     balanced: bool = True
     """Draw those pixels evenly across the view's masks (each mask equally likely, void never), so that small
     objects are anchors as often as walls; off: uniformly over the view. Mask pairs only."""
@@ -57,8 +62,19 @@ class ShapeConfig(RunConfig):
     temperature: float = 1.0
     absolute: bool = True
     """Use ``|cos|`` between Jacobians (the reference code's choice)."""
-    pairs: Literal["semantic", "instance", "features"] = "semantic"
-    """Positive pairs: same mask id in one view (``semantic`` or ``instance`` maps), or feature cosine."""
+    pairs: Literal["consistent", "segments", "features", "semantic", "instance"] = "consistent"
+    """Positive pairs: same id of a label-free source computed from the training images and depth (the views' depth
+    maps, else the field's rendered depth; ``consistent``: segments associated across views in 3D; ``segments``:
+    per-view segments; see ``shaping.sources``); feature cosine (``features``: the scene's ``features/`` maps, e.g. DINO); or the ORACLE
+    ground-truth ``semantic`` / ``instance`` maps (dense labels of every training view: for comparison only)."""
+    segments: SegmentConfig = field(default_factory=SegmentConfig)
+    """Options of the label-free sources."""
+    head: bool = True
+    """Shape a separate head (``NeRF.add_shaping_head``) with density and colours frozen, as InfoGaussian shapes a
+    decoder: appearance is unchanged and no photometric term is needed. Off: fine-tune the whole field with the
+    photometric term (JacobiNeRF's way; costs held-out PSNR)."""
+    head_features: int = 64
+    """Outputs of the shaping head (its Jacobians have three times as many numbers)."""
     feature_threshold: float = 0.7
     """Starting cosine threshold for ``pairs=features``; adapted to keep 5-15 % positives."""
     merge: float = 0.0
@@ -68,7 +84,8 @@ class ShapeConfig(RunConfig):
     noise: float = 0.0
     """Mask corruption: fraction of pixels given a random mask id of their view."""
     names: tuple[str, ...] | None = None
-    """Parameter subset theta_D (default: the field's ``rgb_head_parameter_names()``)."""
+    """Parameter subset theta_D (default: the field's ``shaping_parameter_names()``: the shaping head's last layer
+    with ``head``, else the RGB branch's)."""
     channel: int | None = None
     """Shape the Jacobians of one colour channel (0, 1, 2) instead of the grey value."""
     density_grid_every: int = 16
@@ -76,9 +93,9 @@ class ShapeConfig(RunConfig):
     def __post_init__(self) -> None:
         if self.views_per_step < 1:
             raise ValueError(f"views_per_step must be at least 1, got {self.views_per_step}")
-        if self.views_per_step > 1 and (self.merge or self.split or self.noise):
-            raise ValueError("views_per_step > 1 pairs pixels of different views by mask id, but corrupted masks "
-                             "(merge/split/noise) have per-view ids; use views_per_step=1")
+        if self.views_per_step > 1 and self.pairs == "segments":
+            raise ValueError("views_per_step > 1 pairs pixels of different views by mask id, but per-view segments "
+                             "have per-view ids; use views_per_step=1 or pairs=consistent")
 
 
 def jacobian_batch(masks: Tensor | None, n_views: int, n_pix: int, cfg: ShapeConfig,
@@ -99,9 +116,9 @@ def jacobian_batch(masks: Tensor | None, n_views: int, n_pix: int, cfg: ShapeCon
 def jacobian_pixels(ids: Tensor | None, n_pix: int, count: int, balanced: bool,
                     generator: torch.Generator) -> Tensor:
     """``count`` distinct pixel indices of one view: uniform, or evenly across the masks ``ids [n_pix]``."""
-    if ids is None or not balanced:
+    valid = None if ids is None else ids >= 0
+    if valid is None or not balanced or not bool(valid.any()):
         return torch.randperm(n_pix, generator=generator)[:count]
-    valid = ids >= 0
     sizes = torch.bincount(ids[valid])
     weights = torch.where(valid, 1.0 / sizes[ids.clamp(min=0)].clamp(min=1), 0.0)
     return torch.multinomial(weights, min(count, int(valid.sum())), replacement=False, generator=generator)
@@ -116,17 +133,22 @@ class FieldShaper:
         self.features = None if masks is not None else scene.train.features.flatten(1, 2)
         self.rays = view_rays(scene.train, setup)
         self.colours = scene.train.images.flatten(1, 2).float()
-        self.optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-15)
+        if cfg.head:  # only the shaping head's body moves: density and colours stay those of the fitted field
+            model.requires_grad_(False)
+            model.shaping.requires_grad_(True)
+        self.optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-15)
         self.threshold = cfg.feature_threshold
         self.sampling = setup.sampling(model)
 
     def step(self, step: int) -> dict[str, float]:
         cfg, generator = self.cfg, self.generator
         n_views, n_pix = self.rays[0].shape[:2]
-        v_all = torch.randint(n_views, (cfg.batch_rays,), generator=generator)
-        i_all = torch.randint(n_pix, (cfg.batch_rays,), generator=generator)
-        out = render_rays(self.model, *(r[v_all, i_all] for r in self.rays), **self.sampling, generator=generator)
-        photo = torch.mean((out["rgb"] - self.colours[v_all, i_all]) ** 2)
+        photo = torch.zeros(())
+        if not cfg.head:
+            v_all = torch.randint(n_views, (cfg.batch_rays,), generator=generator)
+            i_all = torch.randint(n_pix, (cfg.batch_rays,), generator=generator)
+            out = render_rays(self.model, *(r[v_all, i_all] for r in self.rays), **self.sampling, generator=generator)
+            photo = torch.mean((out["rgb"] - self.colours[v_all, i_all]) ** 2)
         view, pix = jacobian_batch(self.masks, n_views, n_pix, cfg, generator)
         jac = pixel_jacobians(self.model, *(r[view, pix] for r in self.rays), names=cfg.names, channel=cfg.channel,
                               **self.sampling)
@@ -138,7 +160,7 @@ class FieldShaper:
         self.optimiser.zero_grad(set_to_none=True)
         losses["loss"].backward()
         self.optimiser.step()
-        if (step + 1) % cfg.density_grid_every == 0:
+        if not cfg.head and (step + 1) % cfg.density_grid_every == 0:
             self.model.update_density_grid(generator=generator)
         return {**{k: v.item() for k, v in losses.items()}, "threshold": self.threshold}
 
@@ -156,28 +178,54 @@ class FieldShaper:
 
 
 def shape_field(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig) -> dict:
-    """Fine-tune ``model`` in place with ``L_photo + lam * L_MI + gamma * norm``; write a run to ``cfg.out``."""
+    """Shape ``model`` in place with ``L_photo + lam * L_MI + gamma * norm`` (no ``L_photo`` when only the shaping
+    head moves); write a run to ``cfg.out``. The summary has the held-out PSNR before and after (``psnr_before``,
+    ``psnr_after``)."""
     engine.resolve_device(cfg.device)
     if cfg.views_per_step > len(scene.train):  # at least 1 is checked by ShapeConfig
         raise ValueError(f"views_per_step must be in 1..{len(scene.train)} (the training views), "
                          f"got {cfg.views_per_step}")
     if cfg.pairs == "features" and scene.train.features is None:
-        raise ValueError("pairs=features needs per-pixel features [V, H, W, D] loaded with the scene; "
-                         "use pairs=semantic or pairs=instance")
-    if cfg.pairs != "features" and getattr(scene.train, cfg.pairs) is None:
-        raise ValueError(f"pairs={cfg.pairs} needs {cfg.pairs} maps [V, H, W] in the scene's training views")
+        raise ValueError("pairs=features needs per-pixel features [V, H, W, D] loaded with the scene (a features/ "
+                         "folder); use the label-free pairs=consistent or pairs=segments")
+    if cfg.pairs in ("semantic", "instance") and getattr(scene.train, cfg.pairs) is None:
+        raise ValueError(f"pairs={cfg.pairs} (oracle) needs {cfg.pairs} maps [V, H, W] in the scene's training views; "
+                         f"use the label-free pairs=consistent or pairs=segments")
     with engine.start(cfg, "field shape") as run:
-        masks = None if cfg.pairs == "features" else corrupt_masks(getattr(scene.train, cfg.pairs), cfg.merge,
-                                                                   cfg.split, cfg.noise, run.generator)
+        psnr_before = held_out_psnr(model, setup, scene)
+        masks = pair_masks(model, setup, scene, cfg, run.generator)
+        if cfg.head and not model.config.shaping_features:
+            model.add_shaping_head(cfg.head_features)  # drawn after the engine seeded the run
         model.train()
         result = run.train(FieldShaper(model, setup, scene, cfg, masks, run.generator), cfg.iterations,
                            log_every=10, desc="shape")
-        model.eval()
+        model.eval().requires_grad_(True)
         last = (run.read_metrics() or [{}])[-1]
         summary = {**result, "time_per_iter_s": result["train_time_s"] / max(result["step"], 1),
-                   **{k: v for k, v in last.items() if k in ("photo", "mi", "norm")}}
+                   **{k: v for k, v in last.items() if k in ("photo", "mi", "norm")},
+                   "psnr_before": psnr_before, "psnr_after": held_out_psnr(model, setup, scene)}
         save_json(run.path("metrics.json"), summary)
     return summary
+
+
+def pair_masks(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig,
+               generator: torch.Generator) -> Tensor | None:
+    """Mask ids ``[V, H, W]`` of the training views that ``cfg.pairs`` names (None for ``features``), damaged by
+    ``cfg.merge/split/noise``. The label-free sources read the images and the field's depth, never label maps."""
+    if cfg.pairs == "features":
+        return None
+    if cfg.pairs in ("consistent", "segments"):
+        geometry = surface(model, setup, scene.train, cfg.segments.measured_depth)
+        masks = getattr(label_free_source(scene.train, geometry, setup.aabb, cfg.segments), cfg.pairs)
+    else:
+        masks = getattr(scene.train, cfg.pairs)
+    return corrupt_masks(masks, cfg.merge, cfg.split, cfg.noise, generator)
+
+
+def held_out_psnr(model: NeRF, setup: FieldSetup, scene: Scene) -> float:
+    """Mean held-out PSNR (dB) of ``model`` over ``scene.test``."""
+    renders = render_nerf_views(model, scene.test, setup)
+    return float(np.mean([psnr(r["rgb"], gt) for r, gt in zip(renders, scene.test.images)]))
 
 
 Method = Literal["first-order", "perturb", "3d"]
@@ -230,5 +278,5 @@ def evaluation_clicks(scene: Scene, label_source: str = "semantic", dense: bool 
     return dense_clicks(labels, clicks[0].view) if dense else clicks
 
 
-TUNED = {"lam": 0.1, "temperature": 0.1, "lr": 5e-3, "batch_rays": 512, "views_per_step": 4}
+TUNED = {"lam": 0.1, "temperature": 0.1, "lr": 1e-2, "views_per_step": 4}
 """Shaping settings used by the demo and the benchmarks (stronger than the reference defaults; see docs/shaping.md)."""
