@@ -290,3 +290,14 @@ def test_supersampled_fits_train_on_jittered_rays_and_render_the_pixel_mean(obje
                                  single)[0]["rgb"] for dv in (-0.25, 0.25) for du in (-0.25, 0.25)]
     mean = render_nerf_views(model, views, setup)[0]["rgb"]
     assert torch.allclose(mean, sum(shifted) / 4, atol=1e-6) and not torch.allclose(mean, shifted[0])
+
+
+@pytest.mark.parametrize("kind", ["object", "capture"])
+def test_field_generate_writes_each_layout(kind, tmp_path):
+    sizes = {"object": ["--object.n-train", "3", "--object.n-val", "1", "--object.n-test", "2", "--object.width", "16",
+                        "--object.height", "16"],
+             "capture": ["--capture.n-frames", "8", "--capture.width", "12", "--capture.height", "16"]}[kind]
+    run_cli("field", "generate", tmp_path / kind, "--kind", kind, *sizes)
+    scene = load_scene(tmp_path / kind)
+    assert len(scene.train) + len(scene.test) == (5 if kind == "object" else 8)
+    assert scene.unbounded == (kind == "capture") and (scene.background is not None) == (kind == "object")

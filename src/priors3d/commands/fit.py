@@ -58,17 +58,15 @@ def generate(cfg: GenerateConfig) -> Path:
     with ``--kind object``, an object in the NeRF-synthetic layout (RGBA frames, transforms_{train,val,test}.json);
     with ``--kind capture``, a phone capture as ns-process-data writes one (no labels)."""
     start = time.perf_counter()
-    if cfg.kind == "object":
-        transforms = write_blender(cfg.out, cfg.object, progress=cfg.progress)
-        o = cfg.object
-        print(f"rendered {o.n_train} train + {o.n_val} val + {o.n_test} test views ({o.width}x{o.height}) in "
-              f"{time.perf_counter() - start:.1f} s; wrote {transforms.parent} (NeRF-synthetic layout)")
-        return transforms
-    if cfg.kind == "capture":
-        transforms = write_capture(cfg.out, cfg.capture, progress=cfg.progress)
-        c = cfg.capture
-        print(f"rendered {c.n_frames} frames ({c.width}x{c.height}, distorted) in {time.perf_counter() - start:.1f} s; "
-              f"wrote {transforms} (nerfstudio capture layout)")
+    if cfg.kind != "room":
+        o, c = cfg.object, cfg.capture
+        write, options, what = {
+            "object": (write_blender, o, f"{o.n_train} train + {o.n_val} val + {o.n_test} test views "
+                                         f"({o.width}x{o.height}; NeRF-synthetic layout)"),
+            "capture": (write_capture, c, f"{c.n_frames} frames ({c.width}x{c.height}, distorted; nerfstudio layout)"),
+        }[cfg.kind]
+        transforms = write(cfg.out, options, progress=cfg.progress)
+        print(f"rendered {what} in {time.perf_counter() - start:.1f} s; wrote {transforms}")
         return transforms
     scene = generate_room(cfg.room, progress=cfg.progress)
     seconds = time.perf_counter() - start
