@@ -10,7 +10,8 @@ import pytest
 
 import priors3d
 
-SUBPACKAGES = ["vn", "check", "so3", "engine", "runs", "metrics", "viz", "fields", "pointcloud", "shaping"]
+SUBPACKAGES = ["vn", "check", "so3", "engine", "runs", "metrics", "viz", "fields", "pointcloud", "shaping", "policy",
+               "efem"]
 
 
 def _run(code: str, env: dict) -> str:
