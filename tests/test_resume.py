@@ -169,8 +169,8 @@ def field_shape_case(tmp_path):
     fit_nerf(scene, FitConfig(scene=Path("room"), out=fit, progress=False, iterations=4, batch_rays=64, n_samples=8,
                               n_proposal=8, density_grid_every=2, eval_every=0, picture_views=0,
                               field=NeRFConfig(resolutions=(8, 16), features=2, hidden=16, density_grid=8)))
-    # Rows at steps 10 and 12, checkpoints at 5 and 10, the density grid refreshed every 3 steps on both
-    # sides of the cut (7); Jacobian pixels from two views a step.
+    # Rows at steps 10 and 12, checkpoints at 5 and 10, the cut at 7; the defaults: label-free consistent
+    # segments, the shaping head added to the fitted field (so resuming rebuilds it); two views a step.
     return Case(lambda out, resume: shape_field(*load_field(fit), scene, ShapeConfig(
         run=fit, out=out, resume=resume, progress=False, iterations=12, batch_rays=32, jacobian_rays=16,
         views_per_step=2, density_grid_every=3, checkpoint_every=5)), steps=12, cut=7)
@@ -188,3 +188,31 @@ def splat_shape_case(tmp_path):
     return Case(lambda out, resume: shape_splats(*load_splats(fit), scene, SplatShapeConfig(
         run=fit, out=out, resume=resume, progress=False, iterations=12, fraction=0.5, checkpoint_every=5)),
         steps=12, cut=7)
+
+
+@case("policy train")
+def policy_train_case(tmp_path):
+    from priors3d.commands.policy import train
+    from priors3d.policy.rollout import collect_demos, save_demos
+    from priors3d.policy.scene import DepthCamera
+    from priors3d.policy.train import PolicyTrainConfig
+
+    save_demos(tmp_path / "demos", collect_demos("push", 1, seed=0, camera=DepthCamera(n_points=32)), {"task": "push"})
+    # Augmented minibatches (the trainer's generator) and a cosine schedule on both sides of the cut; rows at 2, 4,
+    # 6, 7, checkpoints at 4 and 7.
+    return Case(lambda out, resume: train(PolicyTrainConfig(
+        out=out, resume=resume, demos=tmp_path / "demos", encoder="vn", augment=True, width=8, steps=7, batch_size=4,
+        log_every=2, checkpoint_every=4, progress=False)), steps=7, cut=3)
+
+
+@case("efem train")
+def efem_train_case(tmp_path):
+    from priors3d.commands.efem import train
+    from priors3d.efem import EFEMTrainConfig
+
+    # Checkpoints at 2 and 4; the batch generator and Adam's moments must survive the cut at 3.
+    def run(out, resume):
+        train(EFEMTrainConfig(out=out, resume=resume, progress=False, steps=4, checkpoint_every=2, batch_size=2,
+                              objects=4, views=1, n_points=32, n_queries=32, resolution=8, channels=4, latent=4,
+                              invariant=8, hidden=8, k=4, test_objects=2, n_meshes=0))
+    return Case(run, steps=4, cut=3)

@@ -13,8 +13,8 @@ import os
 
 __version__ = "0.1.0"
 
-__all__ = ["check", "engine", "fields", "metrics", "pointcloud", "runs", "shaping", "so3", "use_huge_pages",
-           "viz", "vn"]
+__all__ = ["check", "efem", "engine", "fields", "metrics", "pointcloud", "policy", "runs", "shaping", "so3",
+           "use_huge_pages", "viz", "vn"]
 
 
 def __getattr__(name: str):

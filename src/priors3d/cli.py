@@ -49,6 +49,16 @@ COMMANDS: dict[str, dict[str, str]] = {
         "edit": "priors3d.commands.shaping:splat_edit",
     },
     "view": {"view": "priors3d.commands.view:view"},
+    "policy": {
+        "demos": "priors3d.commands.policy:demos",
+        "train": "priors3d.commands.policy:train",
+        "eval": "priors3d.commands.policy:evaluate",
+    },
+    "efem": {
+        "train": "priors3d.commands.efem:train",
+        "segment": "priors3d.commands.efem:segment_scene",
+        "eval": "priors3d.commands.efem:evaluate",
+    },
 }
 
 

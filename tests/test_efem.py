@@ -1,0 +1,195 @@
+"""EFEM: analytic shapes and scans, the SIM(3)-equivariant prior, scenes, E-M, AP and the baseline."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from priors3d import check
+from priors3d.efem import (Code, EFEMTrainConfig, EMConfig, ShapePrior, average_precision, build_prior,
+                           dbscan_instances, evaluate_prior, instance_ap, load_prior, make_scene, merge_duplicates,
+                           object_scans, object_sdf, sample_params, sdf_box, segment, surface_points)
+from priors3d.efem.train import PriorTrainer
+from priors3d.so3 import random_rotation
+
+
+def _scan(dtype=torch.float64, n=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return object_scans("mug", sample_params("mug", n, g, dtype), 128, g, resolution=16)
+
+
+def _similarity(dtype, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return random_rotation(1, g, dtype)[0], 0.5 + 2 * torch.rand((), generator=g, dtype=dtype), \
+        torch.randn(3, generator=g, dtype=dtype) * 3
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-8), (torch.float32, 1e-4)])
+def test_vn_prior_codes_and_sdf_follow_any_similarity(dtype, tolerance):
+    """t ↦ λ t R + τ, s ↦ λ s, z_so3 ↦ z_so3 R, z_inv fixed, SDF(λ x R + τ) = λ SDF(x), on a real partial
+    scan.
+    float32: relative errors stay below check.TOLERANCE (1e-4); we see ~1e-6 (rounding through a 6-layer net)."""
+    prior = ShapePrior("vn").to(dtype).eval()
+    scans = _scan(dtype)
+    queries = scans + 0.05 * torch.randn(scans.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    rotation, lam, tau = _similarity(dtype)
+    with torch.no_grad():
+        a, b = prior.encode(scans), prior.encode(lam * scans @ rotation + tau)
+        sdf_a, sdf_b = prior.sdf(a, queries), prior.sdf(b, lam * queries @ rotation + tau)
+
+    def rel(x, y):
+        return ((x - y).norm() / y.norm()).item()
+    assert rel(b.t, lam * a.t @ rotation + tau) <= tolerance
+    assert rel(b.s, lam * a.s) <= tolerance
+    assert rel(b.z_so3, a.z_so3 @ rotation) <= tolerance
+    assert rel(b.z_inv, a.z_inv) <= tolerance
+    assert rel(sdf_b, lam * sdf_a) <= tolerance
+    check.assert_equivariant(lambda x: prior.encode(x).z_so3, scans, vector_dim=-1, output_vector_dim=-1,
+                             tolerance=tolerance)
+
+
+def test_pointnet_prior_is_not_rotation_equivariant():
+    prior = ShapePrior("pointnet").double().eval()
+    assert check.equivariance_error(lambda x: prior.encode(x).z_so3, _scan(), vector_dim=-1,
+                                    output_vector_dim=-1) > 1e-2
+
+
+def test_upright_training_needs_no_rotation_augmentation(tmp_path):
+    """After a few upright training steps the VN prior's SDF error on rotated scans equals the upright one;
+    the PointNet prior's does not."""
+    errors = {}
+    torch.manual_seed(0)
+    for encoder in ("vn", "pointnet"):
+        config = EFEMTrainConfig(out=tmp_path, encoder=encoder, batch_size=4, n_points=64, n_queries=64,
+                                 resolution=12, channels=8, latent=4, invariant=8, hidden=16, k=6, objects=8,
+                                 views=1, test_objects=4, steps=3)
+        model = build_prior(config)
+        trainer = PriorTrainer(config, model, torch.Generator().manual_seed(0))
+        for i in range(3):
+            trainer.step(i)
+        errors[encoder] = evaluate_prior(model, config, seed=0)
+    vn, plain = errors["vn"], errors["pointnet"]
+    assert vn["sdf_l1_so3"] == pytest.approx(vn["sdf_l1"], rel=1e-4)
+    assert abs(plain["sdf_l1_near_so3"] - plain["sdf_l1_near"]) > 1e-2 * plain["sdf_l1_near"]
+
+
+def test_box_sdf_is_exact_and_csg_objects_bound_the_distance():
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(1, 500, 3, generator=g, dtype=torch.float64)
+    half = torch.tensor([[0.3, 0.2, 0.1]], dtype=torch.float64)
+    surface = torch.rand(1, 20000, 3, generator=g, dtype=torch.float64) * 2 - 1
+    surface = surface / surface.abs().amax(-1, keepdim=True) * half        # points on the box's faces
+    brute = torch.cdist(p, surface)[0].amin(1)
+    inside = (p.abs() < half).all(-1)[0]
+    exact = sdf_box(p, torch.zeros(1, 3, dtype=torch.float64), half)[0]
+    assert torch.allclose(exact.abs(), brute, atol=1e-2) and bool(((exact < 0) == inside).all())
+    for category in ("mug", "chair"):
+        params = sample_params(category, 2, g, torch.float64)
+        on = surface_points(lambda x: object_sdf(category, params, x), 2000, 2, g, dtype=torch.float64)
+        assert object_sdf(category, params, on).abs().max() < 1e-4
+        queries = torch.rand(2, 300, 3, generator=g, dtype=torch.float64) * 2 - 1
+        distance = torch.cdist(queries, on).amin(-1)
+        assert bool((object_sdf(category, params, queries).abs() <= distance + 0.03).all())
+
+
+def test_scans_lie_on_the_visible_surface_and_fewer_views_see_less():
+    g = torch.Generator().manual_seed(0)
+    params = sample_params("chair", 3, g, torch.float64)
+    one = object_scans("chair", params, 400, torch.Generator().manual_seed(1), max_views=1, noise=0.0, occluder=0.0)
+    assert object_sdf("chair", params, one).abs().max() < 2e-3
+    dense = surface_points(lambda x: object_sdf("chair", params, x), 3000, 3, g, dtype=torch.float64)
+    covered = (torch.cdist(dense, one).amin(-1) < 0.05).double().mean()
+    assert covered < 0.8                                                  # one view sees part of the chair
+
+
+def test_scenes_are_deterministic_and_piles_touch():
+    a, b = make_scene("mug", "piles", 3), make_scene("mug", "piles", 3)
+    assert torch.equal(a.points, b.points) and torch.equal(a.instance, b.instance)
+    other = make_scene("mug", "piles", 4).points
+    assert other.shape != a.points.shape or not torch.equal(other, a.points)
+    targets = [inst for inst in a.instances if inst.category == "mug"]
+    assert 2 <= len(targets) <= 6
+    assert all(0.5 <= inst.scale <= 2.0 for inst in targets)
+    # each pile member but the first placed slid until it touched: its surface comes within 2% of another's
+    from priors3d.efem.scenes import _surface
+    g = torch.Generator().manual_seed(0)
+    touching = 0
+    for i, inst in enumerate(a.instances):
+        if inst.category == "mug":
+            surface = _surface(inst, 400, g)
+            gap = min(other.sdf(surface).min().item() for j, other in enumerate(a.instances) if j != i)
+            touching += gap < 0.02 * inst.scale
+    assert touching >= len(targets) - 1
+    assert a.points[:, 2].min() > -0.02                                   # nothing below the floor
+    with pytest.raises(ValueError, match="layout"):
+        make_scene("mug", "stacked", 0)
+
+
+class SphereOracle(nn.Module):
+    """A perfect 'prior' of the spheres of radius 0.3 at ``centres``: a sample's hypothesis is the sphere nearest
+    its centroid (so the test exercises the E-M's bookkeeping alone: pruning, merging, assignment)."""
+
+    def __init__(self, centres):
+        super().__init__()
+        self.centres = centres
+        self.unused = nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+    def encode(self, points):
+        b = len(points)
+        nearest = torch.cdist(points.mean(1), self.centres).argmin(1)
+        return Code(self.centres[nearest][:, None], torch.ones(b, 1, 1, dtype=points.dtype),
+                    torch.zeros(b, 1, 3, dtype=points.dtype), torch.zeros(b, 1, dtype=points.dtype))
+
+    def sdf(self, code, points):
+        return (points - code.t).norm(dim=-1) - 0.3
+
+
+def test_em_finds_each_instance_once():
+    g = torch.Generator().manual_seed(0)
+    direction = torch.randn(2, 600, 3, generator=g, dtype=torch.float64)
+    centres = torch.tensor([[0, 0, 1.0], [1.5, 0, 1.0]], dtype=torch.float64)
+    spheres = 0.3 * direction / direction.norm(dim=-1, keepdim=True) + centres[:, None]
+    floor = torch.cat([torch.rand(400, 2, generator=g, dtype=torch.float64) * 3 - 1,
+                       torch.zeros(400, 1, dtype=torch.float64)], 1)
+    points = torch.cat([spheres.reshape(-1, 3), floor])
+    truth = torch.cat([torch.zeros(600), torch.ones(600), -torch.ones(400)]).long()
+    found = segment(SphereOracle(centres), points, EMConfig(proposals=12, seed_radius=(0.2, 0.5), isolated_iterations=3,
+                                                     joint_iterations=2), g)
+    assert len(found.masks) == 2
+    assert instance_ap([(found.masks, found.confidence)], [truth])["AP"] == pytest.approx(1.0)
+
+
+def test_merge_duplicates_keeps_the_most_confident():
+    masks = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [0, 0, 0, 1, 1]], dtype=torch.bool)
+    kept = merge_duplicates(masks, torch.tensor([0.5, 0.9, 0.1]), iou=0.5)
+    assert kept.tolist() == [1, 2]
+
+
+def test_instance_ap_on_hand_made_predictions():
+    """Two instances; predictions by confidence: hit, duplicate (FP), hit at IoU 0.6 → PR points (1/2, 1),
+    (1/2, 1/2), (1, 2/3): interpolated AP50 = 1/2 + 1/2 · 2/3 = 5/6; at IoU > 0.6 the third misses: AP = 1/2."""
+    truth = torch.tensor([0] * 10 + [1] * 10 + [-1] * 5)
+    first = truth == 0
+    second = torch.zeros(25, dtype=torch.bool)
+    second[10:16] = True                                                 # 6 of 10 points: IoU 0.6
+    masks = torch.stack([first, first, second])
+    scores = instance_ap([(masks, torch.tensor([0.9, 0.8, 0.7]))], [truth])
+    assert scores["AP50"] == pytest.approx(5 / 6) and scores["AP25"] == pytest.approx(5 / 6)
+    # thresholds 0.5 and 0.55 see the second hit, 0.6 ... 0.95 do not
+    assert scores["AP"] == pytest.approx((2 * 5 / 6 + 8 * 0.5) / 10)
+    assert average_precision([], 3) == 0.0
+
+
+def test_dbscan_baseline_separates_distant_clusters():
+    g = torch.Generator().manual_seed(0)
+    blobs = torch.randn(2, 200, 3, generator=g) * 0.05 + torch.tensor([[[0, 0, 0.5]], [[2.0, 0, 0.5]]])
+    floor = torch.cat([torch.rand(2000, 2, generator=g) * 3, torch.zeros(2000, 1)], 1)   # dense: one cluster if kept
+    masks, confidence = dbscan_instances(torch.cat([blobs.reshape(-1, 3), floor]))
+    assert len(masks) == 2 and not masks[:, 400:].any()
+
+
+def test_load_prior_names_a_missing_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        load_prior(tmp_path / "nothing")
