@@ -113,12 +113,13 @@ def depth_image(depth: Tensor) -> np.ndarray:
 
 
 def save_png(path: Path, image: np.ndarray) -> Path:
-    """Write an ``[H, W, 3]`` uint8 or [0, 1] float image as PNG, atomically."""
+    """Write an ``[H, W]`` or ``[H, W, C]`` image as PNG, atomically: a float image in [0, 1] as 8 bits, an integer
+    one (uint8, or uint16 such as depth in millimetres) as it is."""
     from PIL import Image
 
     from priors3d.runs import atomic_write
 
-    if image.dtype != np.uint8:
+    if image.dtype.kind == "f":
         image = (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     return atomic_write(path, lambda p: Image.fromarray(image).save(p, format="PNG"))
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from priors3d.fields.rays import pixel_centres
+
 DISTORTION_KEYS = ("k1", "k2", "k3", "p1", "p2")
 """The order of a ``coeffs [5]`` tensor; the names are those of nerfstudio's ``transforms.json``."""
 
@@ -72,10 +74,9 @@ def undistort_image(image: Tensor, intrinsics: Tensor, coeffs: Tensor, new_intri
     """Resample a distorted ``image [H, W, C]`` (camera ``intrinsics [4]``, ``coeffs [5]``) as seen by the pinhole
     ``new_intrinsics [4]`` of the same size. ``mode``: ``bilinear`` (colours, depth) or ``nearest`` (labels)."""
     height, width = image.shape[:2]
-    fx, fy, cx, cy = new_intrinsics.double()
-    v, u = torch.meshgrid(torch.arange(height, dtype=torch.float64) + 0.5,
-                          torch.arange(width, dtype=torch.float64) + 0.5, indexing="ij")
-    xy = distort(torch.stack([(u - cx) / fx, (v - cy) / fy], -1), coeffs.double())
+    new = new_intrinsics.double()
+    uv = pixel_centres(height, width, torch.float64).reshape(height, width, 2)
+    xy = distort((uv - new[2:]) / new[:2], coeffs.double())
     src = xy * intrinsics[:2].double() + intrinsics[2:].double()  # pixel coordinates in the distorted image
     grid = (2 * src / torch.tensor([width, height], dtype=torch.float64) - 1).to(torch.float32)
     values = image.permute(2, 0, 1)[None].to(torch.float32)

@@ -104,13 +104,14 @@ class _NerfTrainer:
             group["lr"] = learning_rate(cfg, step, self.run.train_time)
         index = torch.randint(rays["o"].shape[0], (cfg.batch_rays,), generator=self.generator)
         sampling, target = self.sampling, rays["rgb"][index]
-        o, d, near, far = rays["o"][index], rays["d"][index], rays["near"][index], rays["far"][index]
         if self.setup.supersample > 1:  # a ray through a uniform point of its pixel
             view, pixel = index // self.pixels, index % self.pixels
             uv = torch.stack([pixel % self.width, pixel // self.width], -1) + torch.rand(
                 cfg.batch_rays, 2, generator=self.generator)
             o, d = pixel_rays(self.c2w[view], self.intrinsics[view], uv)
             near, far = self.setup.bounds(o, d)
+        else:
+            o, d, near, far = rays["o"][index], rays["d"][index], rays["near"][index], rays["far"][index]
         if "clear" in rays:  # recomposite over a random colour per ray
             background = torch.rand(cfg.batch_rays, 3, generator=self.generator)
             target = target + (background - sampling["background"]) * rays["clear"][index]

@@ -30,7 +30,7 @@ from priors3d.fields.gaussians import backproject_depth
 from priors3d.fields.rays import inward_box
 from priors3d.fields.views import Scene, Views
 from priors3d.runs import atomic_write, save_json
-from priors3d.viz import palette
+from priors3d.viz import palette, save_png
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG")
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])  # right-multiply a c2w: flips the camera's y and z axes
@@ -46,10 +46,6 @@ def split_indices(n: int, test_every: int) -> tuple[list[int], list[int]]:
 
 
 # ----------------------------------------------------------------------------------------------- writing
-
-
-def _save_png(path: Path, array: np.ndarray) -> None:
-    atomic_write(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -83,15 +79,15 @@ def write_nerfstudio(scene: Scene, folder: str | Path) -> Path:
         for i, name in enumerate(views.names):
             frame = {"file_path": f"images/{name}.png", "transform_matrix": views.c2w[i].tolist()}
             frame.update(zip(("fl_x", "fl_y", "cx", "cy"), views.intrinsics[i].tolist()))
-            _save_png(root / frame["file_path"], (views.images[i].clamp(0, 1) * 255).round().byte().numpy())
+            save_png(root / frame["file_path"], (views.images[i].clamp(0, 1) * 255).round().byte().numpy())
             if views.depth is not None:
                 frame["depth_file_path"] = f"depth/{name}.png"
                 mm = (views.depth[i] * 1000).round().clamp(0, 65535).numpy().astype(np.uint16)
-                _save_png(root / frame["depth_file_path"], mm)
+                save_png(root / frame["depth_file_path"], mm)
             for key, labels in (("semantic_class", views.semantic), ("semantic_instance", views.instance)):
                 if labels is not None:
                     frame[f"{key}_path"] = f"{key}/{name}.png"
-                    _save_png(root / frame[f"{key}_path"], _labels_to_disk(labels[i]))
+                    save_png(root / frame[f"{key}_path"], _labels_to_disk(labels[i]))
             if views.features is not None:
                 array = views.features[i].numpy().astype(np.float32)
                 atomic_write(root / "features" / f"{name}.npy", lambda p, a=array: _save_npy(p, a))

@@ -42,24 +42,20 @@ def camera_rays(c2w: Tensor, intrinsics: Tensor, height: int, width: int) -> tup
         origins ``[V, H, W, 3]`` and unit directions ``[V, H, W, 3]`` in world space.
     """
     _check_cameras(c2w, intrinsics)
-    uu, vv = pixel_centres(height, width, c2w.dtype, c2w.device).reshape(height, width, 2).unbind(-1)  # [H, W]
-    fx, fy, cx, cy = (intrinsics[:, i, None, None].to(c2w.dtype) for i in range(4))  # [V, 1, 1]
-    # Image rows go down, camera y goes up; the camera looks along -z.
-    dirs_cam = torch.stack([(uu - cx) / fx, -(vv - cy) / fy, -torch.ones_like(uu - cx)], dim=-1)
-    dirs = torch.einsum("vhwj,vij->vhwi", dirs_cam, c2w[:, :3, :3])
-    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
-    origins = c2w[:, None, None, :3, 3].expand_as(dirs)
-    return origins, dirs
+    uv = pixel_centres(height, width, c2w.dtype, c2w.device).reshape(height, width, 2)
+    return pixel_rays(c2w[:, None, None], intrinsics[:, None, None], uv)
 
 
 def pixel_rays(c2w: Tensor, intrinsics: Tensor, uv: Tensor) -> tuple[Tensor, Tensor]:
-    """Rays through continuous pixel positions ``uv [R, 2]`` (pixel ``(u, v)`` covers ``[u, u+1) x [v, v+1)``) of
-    cameras ``c2w [R, 4, 4]`` with ``intrinsics [R, 4]``: origins and unit directions ``[R, 3]``."""
+    """Rays through continuous pixel positions ``uv [..., 2]`` (pixel ``(u, v)`` covers ``[u, u+1) x [v, v+1)``) of
+    cameras ``c2w [..., 4, 4]`` with ``intrinsics [..., 4]`` (leading dimensions broadcast): origins and unit
+    directions ``[..., 3]`` in world space."""
     fx, fy, cx, cy = intrinsics.to(c2w.dtype).unbind(-1)
     u, v = uv.to(c2w.dtype).unbind(-1)
-    dirs_cam = torch.stack([(u - cx) / fx, -(v - cy) / fy, -torch.ones_like(u)], dim=-1)
-    dirs = torch.einsum("rj,rij->ri", dirs_cam, c2w[:, :3, :3])
-    return c2w[:, :3, 3], dirs / dirs.norm(dim=-1, keepdim=True)
+    # Image rows go down, camera y goes up; the camera looks along -z.
+    dirs_cam = torch.stack([(u - cx) / fx, -(v - cy) / fy, -torch.ones_like(u - cx)], dim=-1)
+    dirs = torch.einsum("...j,...ij->...i", dirs_cam, c2w[..., :3, :3])
+    return c2w[..., :3, 3].expand_as(dirs), dirs / dirs.norm(dim=-1, keepdim=True)
 
 
 def views_rays(views: Views) -> tuple[Tensor, Tensor]:

@@ -16,6 +16,7 @@ from PIL import Image
 from torch import Tensor
 
 from priors3d.fields.cameras import DISTORTION_KEYS, undistort
+from priors3d.fields.rays import pixel_centres, pixel_rays
 from priors3d.fields.scenes.primitives import BOX, CHECKER, NOISE, Primitives, ScenePart
 from priors3d.fields.scenes.raycast import World, shade_rays
 from priors3d.fields.scenes.room import RoomConfig, build_parts, look_at
@@ -101,16 +102,13 @@ def render_capture(cfg: CaptureConfig, c2w: Tensor, progress: bool = False) -> T
 
     world, s = courtyard(cfg), cfg.supersample
     fx, fy, cx, cy = intrinsics(cfg)
-    offsets = (torch.arange(s, dtype=torch.float64) + 0.5) / s
-    v, u = torch.meshgrid((torch.arange(cfg.height, dtype=torch.float64)[:, None] + offsets).flatten(),
-                          (torch.arange(cfg.width, dtype=torch.float64)[:, None] + offsets).flatten(), indexing="ij")
-    ideal = undistort(torch.stack([(u - cx) / fx, (v - cy) / fy], -1).reshape(-1, 2),
-                      torch.tensor(cfg.distortion, dtype=torch.float64))
-    local = torch.cat([ideal[:, :1], -ideal[:, 1:], -torch.ones(len(ideal), 1, dtype=torch.float64)], -1)
+    uv = pixel_centres(cfg.height * s, cfg.width * s, torch.float64) / s  # s x s points in every pixel
+    ideal = undistort((uv - torch.tensor([cx, cy], dtype=torch.float64)) / torch.tensor([fx, fy], dtype=torch.float64),
+                      torch.tensor(cfg.distortion, dtype=torch.float64))  # [R, 2] where a pinhole sees them
+    unit = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)  # those are pixels of a unit pinhole
     frames = []
     for camera in tqdm(c2w.double(), desc="capture", disable=not progress):
-        dirs = torch.nn.functional.normalize(local @ camera[:3, :3].T, dim=-1).float()
-        origins = camera[:3, 3].float().expand_as(dirs)
+        origins, dirs = (x.float() for x in pixel_rays(camera, unit, ideal))
         shaded = shade_rays(world, origins, dirs)
         rgb = torch.where((shaded["semantic"] >= 0)[:, None], shaded["rgb"], sky(dirs))
         frames.append(rgb.reshape(cfg.height, s, cfg.width, s, 3).mean((1, 3)))

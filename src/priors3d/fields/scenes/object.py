@@ -13,15 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from priors3d.fields.scenes.primitives import BOX, CHECKER, CYLINDER, NOISE, PLAIN, SPHERE, STRIPES, Primitives, ScenePart
 from priors3d.fields.scenes.raycast import World, render_views
 from priors3d.fields.scenes.room import look_at
 from priors3d.fields.views import Scene, Views
-from priors3d.runs import atomic_write, save_json
-from priors3d.viz import palette
+from priors3d.runs import save_json
+from priors3d.viz import palette, save_png
 
 PART_NAMES = ("base", "column", "body", "head", "arm", "ball", "antenna")
 COLORS = ((0.80, 0.25, 0.20), (0.20, 0.40, 0.75), (0.90, 0.75, 0.25), (0.25, 0.60, 0.30), (0.55, 0.35, 0.20),
@@ -133,10 +132,6 @@ def generate_object(cfg: ObjectConfig | None = None, progress: bool = False) -> 
                  class_colors=palette(len(PART_NAMES)), aabb=torch.tensor([[-1.5] * 3, [1.5] * 3]), near=2.0, far=6.0)
 
 
-def _png(path: Path, array: np.ndarray) -> None:
-    atomic_write(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
-
-
 def write_blender(folder: str | Path, cfg: ObjectConfig | None = None, progress: bool = False) -> Path:
     """Render the object into ``folder`` in the NeRF-synthetic layout; returns ``transforms_train.json``'s path.
 
@@ -151,10 +146,10 @@ def write_blender(folder: str | Path, cfg: ObjectConfig | None = None, progress:
         rgba = torch.cat([r["rgb"], r["alpha"][..., None]], -1)
         frames = []
         for i in range(len(c2w)):
-            _png(root / split / f"r_{i}.png", (rgba[i] * 255).round().byte().numpy())
+            save_png(root / split / f"r_{i}.png", (rgba[i] * 255).round().byte().numpy())
             if split == "test":
                 near = torch.where(r["depth"][i] > 0, 1 - (r["depth"][i] - 2) / 4, 0).clamp(0, 1)
-                _png(root / split / f"r_{i}_depth_0000.png", (near * 255).round().byte().numpy())
+                save_png(root / split / f"r_{i}_depth_0000.png", (near * 255).round().byte().numpy())
             frames.append({"file_path": f"./{split}/r_{i}", "rotation": BLENDER_ROTATION,
                            "transform_matrix": c2w[i].tolist()})
         save_json(root / f"transforms_{split}.json", {"camera_angle_x": cfg.camera_angle_x, "frames": frames})
