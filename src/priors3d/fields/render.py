@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from priors3d.fields.rays import camera_rays, ray_aabb, ray_bounds
+from priors3d.fields.rays import pixel_centres, pixel_rays, ray_aabb, ray_bounds
 from priors3d.fields.views import Views
 
 
@@ -271,12 +271,12 @@ def render_nerf_views(model: nn.Module, views: Views, setup: FieldSetup, chunk: 
     rays spread evenly inside the pixel."""
     k, sampling, (h, w) = setup.supersample, setup.sampling(model), views.hw
     offsets = [((i + 0.5) / k - 0.5, (j + 0.5) / k - 0.5) for j in range(k) for i in range(k)]
+    centres = pixel_centres(h, w, views.c2w.dtype)  # [H * W, 2]
     out = []
     for v in tqdm(range(len(views)), desc="render", disable=not progress, leave=False):
         sums = {}
-        for du, dv in offsets:  # shifting the principal point against the offset moves every ray by it
-            shifted = views.intrinsics[v:v + 1] - torch.tensor([0.0, 0.0, du, dv])
-            o, d = (x.reshape(-1, 3) for x in camera_rays(views.c2w[v:v + 1], shifted, h, w))
+        for offset in offsets:
+            o, d = pixel_rays(views.c2w[v], views.intrinsics[v], centres + torch.tensor(offset, dtype=centres.dtype))
             near, far = setup.bounds(o, d)
             parts = [render_rays(model, o[i:i + chunk], d[i:i + chunk], near[i:i + chunk], far[i:i + chunk],
                                  params=params, **sampling) for i in range(0, o.shape[0], chunk)]
