@@ -275,9 +275,9 @@ def _undistorted(maps: dict[str, np.ndarray], intrinsics: list[float],
 
 
 def _read_frames(source: Path, meta: dict, background, downscale: int,
-                 frames: list[tuple[int, dict]] | None = None) -> tuple[Views, bool]:
+                 frames: list[tuple[int, dict]] | None = None) -> Views:
     """The views of ``frames`` (``(index, frame)`` pairs; default: all) of the transforms file ``source``, each frame
-    undistorted (OpenCV coefficients) and shrunk by ``downscale`` as it is read; and whether any image had alpha."""
+    undistorted (OpenCV coefficients) and shrunk by ``downscale`` as it is read; ``alpha`` when any image has it."""
     root = source.parent
     raw: dict[str, list] = {k: [] for k in ("images", "c2w", "intrinsics", "names", "depth", "semantic", "instance",
                                             "alpha")}
@@ -315,7 +315,7 @@ def _read_frames(source: Path, meta: dict, background, downscale: int,
         if raw[key] and len(raw[key]) != len(raw["images"]):
             raise ValueError(f"{source}: {key} is given for {len(raw[key])} of {len(raw['images'])} frames; "
                              "give it for all or none")
-    return _to_views(raw, root), any_alpha
+    return _to_views(raw, root)
 
 
 def _json(path: Path) -> dict:
@@ -353,6 +353,11 @@ def _scene(root: Path, train: Views, test: Views, class_names: list[str] | None 
     colors = torch.tensor(colors, dtype=torch.uint8) if colors else palette(len(class_names))
     return Scene(train=train, test=test, class_names=list(class_names), class_colors=colors, aabb=aabb,
                  near=near, far=far, background=background)
+
+
+def _composited(background: tuple[float, float, float], *views: Views) -> tuple[float, float, float] | None:
+    """``background`` if any of ``views`` was composited over it (has alpha), else None (opaque frames)."""
+    return background if any(v.alpha is not None for v in views) else None
 
 
 def normalising_transform(views: Views) -> Tensor:
@@ -401,9 +406,8 @@ def load_nerfstudio(folder: str | Path, background: tuple[float, float, float] =
         if test_file is None:
             raise FileNotFoundError(f"{root}: has transforms_train.json but no transforms_test.json or "
                                     "transforms_val.json")
-        (train, alpha_train), (test, alpha_test) = (_read_frames(path, _json(path), background, downscale)
-                                                     for path in (blender, test_file))
-        return _scene(root, train, test, background=background if alpha_train or alpha_test else None)
+        train, test = (_read_frames(path, _json(path), background, downscale) for path in (blender, test_file))
+        return _scene(root, train, test, background=_composited(background, train, test))
     if not single.is_file():
         raise FileNotFoundError(f"{root}: expected {single.name} (nerfstudio) or {blender.name} (Blender)")
     meta = _json(single)
@@ -419,13 +423,12 @@ def load_nerfstudio(folder: str | Path, background: tuple[float, float, float] =
         train, test = ([frames[i] for i in index] for index in split_indices(len(frames), test_every))
     if not train or not test:
         raise ValueError(f"{single}: the split left {len(train)} train and {len(test)} test frames")
-    (train, alpha_train), (test, alpha_test) = (_read_frames(single, meta, background, downscale, split)
-                                                 for split in (train, test))
+    train, test = (_read_frames(single, meta, background, downscale, split) for split in (train, test))
     transform = None
     if not (root / "scene.json").is_file():  # a capture: poses in whatever frame and scale its tool chose
         transform = normalising_transform(train)
         train, test = (_transformed(v, transform) for v in (train, test))
-    scene = _scene(root, train, test, background=background if alpha_train or alpha_test else None)
+    scene = _scene(root, train, test, background=_composited(background, train, test))
     if transform is not None and scene.background is None:  # photos of a world that goes on: unbounded
         scene = replace(scene, aabb=torch.tensor([[-1.0] * 3, [1.0] * 3]), near=0.02, far=1000.0, unbounded=True)
     return replace(scene, transform=transform)
