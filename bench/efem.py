@@ -39,9 +39,9 @@ class BenchConfig:
     out: Path = Path("runs/efem-bench")
     categories: tuple[str, ...] = ("mug", "chair")
     layouts: tuple[str, ...] = ("z", "so3", "piles")
-    scenes: int = 3
+    scenes: int = 5
     """Scenes per layout and category."""
-    steps: int = 800
+    steps: int = 3000
     """Training steps of every prior."""
     seed: int = 0
     threads: int = 1
@@ -127,7 +127,7 @@ def report(config: BenchConfig, results: dict, priors: dict, wall: float, load_b
     return f"""## EFEM: instances of a category found by E-M with a SIM(3)-equivariant shape prior
 
 `PYTHONPATH=src .venv/bin/python bench/efem.py {args}`, on {machine()} (load average {load_before:.1f} at the
-start, {load_after:.1f} at the end; three other agents shared the 2 cores, so times are pessimistic); the
+start, {load_after:.1f} at the end); the
 whole benchmark took {wall / 60:.1f} min. {config.scenes} generated scenes per layout and category (2-6
 instances at scale 0.5-2x, 1-3 boxes and one object of the other category, floor, 3 depth views of 96²
 rays, noise 0.005); ground-truth instances with fewer than 30 visible points are not scored (counts:

@@ -193,3 +193,15 @@ def test_dbscan_baseline_separates_distant_clusters():
 def test_load_prior_names_a_missing_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         load_prior(tmp_path / "nothing")
+
+
+def test_training_scans_come_from_the_configured_elevations(tmp_path):
+    """Cameras below the equator see the underside: their scans lie lower than those of cameras above."""
+    from priors3d.efem.train import scan_pool, train_prior
+    heights = {}
+    for name, elevation in {"below": (-75.0, -30.0), "above": (30.0, 75.0)}.items():
+        config = EFEMTrainConfig(category="mug", elevation=elevation, n_points=64, resolution=12, occluder=0.0)
+        heights[name] = scan_pool(config, objects=4, seed=0).scans[..., 2].mean().item()
+    assert heights["below"] < heights["above"] - 0.05
+    with pytest.raises(ValueError, match="elevation"):
+        train_prior(EFEMTrainConfig(out=tmp_path / "run", elevation=(30.0, 10.0), steps=1, progress=False))

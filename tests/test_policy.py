@@ -9,8 +9,8 @@ import torch
 
 from priors3d import check
 from priors3d.commands.policy import DemosConfig, EvalConfig, demos, evaluate, train
-from priors3d.policy import (SETTINGS, TASKS, DepthCamera, PointNetPolicy, PolicyTrainConfig, VNPolicy, collect_demos,
-                             expert_actor, make_task, rollout, sample_transform)
+from priors3d.policy import (SETTINGS, TASKS, DepthCamera, PointNetPolicy, PolicyTrainConfig, PolicyTrainer, VNPolicy,
+                             collect_demos, expert_actor, make_task, rollout, sample_transform)
 from priors3d.policy.rollout import stack
 from priors3d.so3 import random_rotation
 
@@ -123,6 +123,31 @@ def test_demos_are_deterministic_for_a_seed():
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     c = collect_demos("push", 2, seed=6, camera=CAMERA)
     assert not torch.equal(a["points"], c["points"])
+
+
+def test_augmented_samples_are_one_similarity_of_points_end_effector_and_move():
+    """Each augmented sample is its demonstration under one map ``x ↦ s x R + t`` (R about z, s in [1, 2], t on
+    the table; the move without ``t``)."""
+    demos = collect_demos("pick_place", 1, seed=0, camera=CAMERA)
+    config = PolicyTrainConfig(demos=None, augment=True, batch_size=16)
+    trainer = PolicyTrainer(config, VNPolicy(2, width=4), demos, torch.Generator().manual_seed(0))
+    generator = trainer.generator.get_state()
+    batch = trainer.batch()
+    index = torch.randint(len(demos["points"]), (16,), generator=torch.Generator().set_state(generator))
+    before = torch.cat([demos["points"][index], demos["ee"][index, None]], 1).double()  # [B, N + 1, 3]
+    after = torch.cat([batch["points"], batch["ee"][:, None]], 1).double()
+    centred = before - before.mean(1, keepdim=True)
+    linear = torch.linalg.lstsq(centred, after - after.mean(1, keepdim=True)).solution  # [B, 3, 3]
+    shift = after.mean(1) - (before.mean(1, keepdim=True) @ linear)[:, 0]
+    assert torch.allclose(before @ linear + shift[:, None], after, atol=1e-5)
+    assert torch.allclose(demos["move"][index].double()[:, None] @ linear, batch["move"][:, None].double(), atol=1e-5)
+    assert torch.allclose(linear[:, 2, :2], torch.zeros(16, 2, dtype=torch.float64), atol=1e-5)  # z stays vertical
+    assert torch.allclose(linear[:, :2, 2], torch.zeros(16, 2, dtype=torch.float64), atol=1e-5)
+    factors = torch.linalg.svdvals(linear)
+    assert torch.allclose(factors[:, 0], factors[:, 2], rtol=1e-5) and (linear.det() > 0).all()  # similarities
+    assert (factors >= 1 - 1e-5).all() and (factors <= 2 + 1e-5).all() and (factors[:, 0] > 1.2).any()
+    assert (shift[:, :2].abs() <= 0.4 + 1e-5).all() and (shift[:, :2].abs() > 0.1).any()
+    assert torch.allclose(shift[:, 2], torch.zeros(16, dtype=torch.float64), atol=1e-5)
 
 
 def test_policy_commands_end_to_end(tmp_path, capsys):

@@ -41,7 +41,7 @@ class EFEMTrainConfig(RunConfig):
     """vn: SIM(3)-equivariant VN encoder; pointnet: the non-equivariant baseline."""
     augment: Literal["none", "so3"] = "none"
     """Rotate each training scan (and its queries) by a random rotation (the baseline's augmentation)."""
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 16
     lr: float = 3e-3
     """Peak learning rate (Adam, cosine decay to 5% over the steps)."""
@@ -61,6 +61,9 @@ class EFEMTrainConfig(RunConfig):
     max_views: int = 3
     occluder: float = 0.5
     """Probability of a ball occluder in front of the object."""
+    elevation: tuple[float, float] = (-75.0, 75.0)
+    """Range of the scanning cameras' elevation above the object's equator, in degrees (negative: from below).
+    From below as well as above: in a scene under any rotation the cameras see an object from every side."""
     channels: int = 16
     latent: int = 16
     invariant: int = 32
@@ -90,7 +93,8 @@ def build_prior(config: EFEMTrainConfig) -> ShapePrior:
 def scan_pool(config: EFEMTrainConfig, objects: int, seed: int) -> ScanPool:
     """Upright canonical objects of the config's category with their scans and queries."""
     return ScanPool(config.category, objects, config.n_points, seed, views=config.views, max_views=config.max_views,
-                    resolution=config.resolution, noise=config.noise, occluder=config.occluder)
+                    resolution=config.resolution, noise=config.noise, occluder=config.occluder,
+                    elevation=config.elevation)
 
 
 class PriorTrainer:
@@ -169,6 +173,9 @@ def prior_mesh(model: ShapePrior, code, resolution: int = 40, bound: float = 1.0
 def train_prior(config: EFEMTrainConfig) -> tuple[ShapePrior, dict]:
     """Train (or resume) a prior run; writes results.json, meshes/*.ply and reconstructions.png."""
     check_category(config.category)
+    low, high = config.elevation
+    if not -90 <= low < high <= 90:
+        raise ValueError(f"elevation must be (low, high) degrees with -90 <= low < high <= 90, got {config.elevation}")
     parts = len(PARAMETERS[config.category])
     if config.canonical_weight and (config.invariant < parts or config.latent < 2):
         raise ValueError(f"canonical supervision needs invariant >= {parts} (the {config.category} parameters) and "

@@ -47,7 +47,7 @@ class _Policy(nn.Module):
 class VNPolicy(_Policy):
     """EquivAct's policy on a VN-PointNet encoder (``width`` vector channels); see the module docstring."""
 
-    def __init__(self, n_labels: int, width: int = 48):
+    def __init__(self, n_labels: int, width: int = 32):
         super().__init__(n_labels)
         w = width
         self.local = nn.Sequential(VNLinearLeakyReLU(n_labels + 2, w, batchnorm=False),
@@ -75,7 +75,7 @@ class VNPolicy(_Policy):
 class PointNetPolicy(_Policy):
     """The same inputs and head shape on a plain PointNet (``width`` scalar channels): rotation-sensitive."""
 
-    def __init__(self, n_labels: int, width: int = 96):
+    def __init__(self, n_labels: int, width: int = 64):
         super().__init__(n_labels)
         w = width
         self.local = nn.Sequential(nn.Linear(n_labels + 6, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU())
@@ -90,9 +90,9 @@ class PointNetPolicy(_Policy):
 
 
 def build_policy(encoder: str, n_labels: int, width: int | None = None) -> _Policy:
-    """``"vn"`` → :class:`VNPolicy`, ``"pointnet"`` → :class:`PointNetPolicy` (default widths 48 / 96)."""
+    """``"vn"`` → :class:`VNPolicy`, ``"pointnet"`` → :class:`PointNetPolicy` (default widths 32 / 64)."""
     if encoder == "vn":
-        return VNPolicy(n_labels, width or 48)
+        return VNPolicy(n_labels, width or 32)
     if encoder == "pointnet":
-        return PointNetPolicy(n_labels, width or 96)
+        return PointNetPolicy(n_labels, width or 64)
     raise ValueError(f"encoder must be 'vn' or 'pointnet', got {encoder!r}")

@@ -48,16 +48,12 @@ class PolicyTrainConfig(RunConfig):
     """Random z-rotation, scale in [1, 2] and shift of every training sample."""
     width: int | None = None
     """Channels: vectors for vn (default 32), scalars for pointnet (default 64)."""
-    steps: int = 1500
+    steps: int = 4000
     batch_size: int = 32
     lr: float = 1e-3
     log_every: int = 50
     """Write a metrics row every this many steps (and after the last)."""
     checkpoint_every: int = 500
-
-
-def default_width(encoder: str) -> int:
-    return 32 if encoder == "vn" else 64
 
 
 class PolicyTrainer:
@@ -77,9 +73,10 @@ class PolicyTrainer:
             scale = 1.0 + torch.rand(b, 1, 1, generator=self.generator)
             shift = torch.zeros(b, 1, 3)
             shift[..., :2] = torch.rand(b, 1, 2, generator=self.generator) * 0.8 - 0.4
-            batch["points"] = scale * batch["points"] @ rotation + shift
-            batch["ee"] = (scale * batch["ee"][:, None] @ rotation + shift)[:, 0]
-            batch["move"] = (scale * batch["move"][:, None] @ rotation)[:, 0]
+            linear = scale * rotation
+            batch["points"] = batch["points"] @ linear + shift
+            batch["ee"] = (batch["ee"][:, None] @ linear + shift)[:, 0]
+            batch["move"] = (batch["move"][:, None] @ linear)[:, 0]
         return batch
 
     def step(self, i: int) -> dict[str, float]:
@@ -115,8 +112,7 @@ def train_policy(config: PolicyTrainConfig) -> tuple[torch.nn.Module, dict]:
     engine.resolve_device(config.device)  # cpu only
     demos, meta = load_demos(config.demos)
     with engine.start(config, KIND) as run:
-        model = build_policy(config.encoder, len(TASKS[meta["task"]].labels), config.width or
-                             default_width(config.encoder))
+        model = build_policy(config.encoder, len(TASKS[meta["task"]].labels), config.width)
         trainer = PolicyTrainer(config, model, demos, run.generator)
         done = run.train(trainer, config.steps, log_every=config.log_every, desc=f"{meta['task']} {config.encoder}")
         save_figure(run.path("curves.png"), training_curves(run.read_metrics(), ["move_loss", "grip_loss"]))
@@ -139,7 +135,7 @@ def load_policy(path: Path) -> tuple[PolicyTrainConfig, dict, torch.nn.Module]:
     checkpoint = run.load_checkpoint()
     if checkpoint is None:
         raise FileNotFoundError(f"{run.path('checkpoint.pt')} not found: expected the trained policy's weights")
-    model = build_policy(config.encoder, len(TASKS[meta["task"]].labels), config.width or default_width(config.encoder))
+    model = build_policy(config.encoder, len(TASKS[meta["task"]].labels), config.width)
     model.load_state_dict(checkpoint["trainer"]["model"])
     return config, meta, model.eval()
 
