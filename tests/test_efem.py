@@ -11,7 +11,7 @@ from priors3d import check
 from priors3d.efem import (Code, EFEMTrainConfig, EMConfig, ShapePrior, average_precision, build_prior,
                            dbscan_instances, evaluate_prior, instance_ap, load_prior, make_scene, merge_duplicates,
                            object_scans, object_sdf, sample_params, sdf_box, segment, surface_points)
-from priors3d.efem.train import PriorTrainer
+from priors3d.efem.train import PriorTrainer, scan_pool, train_prior
 from priors3d.so3 import random_rotation
 
 
@@ -197,7 +197,6 @@ def test_load_prior_names_a_missing_run(tmp_path):
 
 def test_training_scans_come_from_the_configured_elevations(tmp_path):
     """Cameras below the equator see the underside: their scans lie lower than those of cameras above."""
-    from priors3d.efem.train import scan_pool, train_prior
     heights = {}
     for name, elevation in {"below": (-75.0, -30.0), "above": (30.0, 75.0)}.items():
         config = EFEMTrainConfig(category="mug", elevation=elevation, n_points=64, resolution=12, occluder=0.0)

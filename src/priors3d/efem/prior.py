@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from priors3d.vn import VNEdgeConv, VNLinear, VNLinearLeakyReLU, knn, to_vn
-from priors3d.vn.sim3 import centroid, scale_statistic
+from priors3d.vn.sim3 import canonicalize
 
 ENCODERS = ("vn", "pointnet")
 
@@ -40,9 +40,7 @@ def normalise(points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``points [B, M, 3]`` → ``((points − c)/σ, c [B, 1, 3], σ [B, 1, 1])`` with the centroid and RMS radius."""
     if points.ndim != 3 or points.shape[-1] != 3 or points.shape[1] < 2:
         raise ValueError(f"expected points [B, M, 3] with M >= 2, got {list(points.shape)}")
-    c = centroid(points)
-    sigma = scale_statistic(points - c)
-    return (points - c) / sigma, c, sigma
+    return canonicalize(points)
 
 
 class VNEncoder(nn.Module):

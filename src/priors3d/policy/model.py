@@ -91,8 +91,7 @@ class PointNetPolicy(_Policy):
 
 def build_policy(encoder: str, n_labels: int, width: int | None = None) -> _Policy:
     """``"vn"`` → :class:`VNPolicy`, ``"pointnet"`` → :class:`PointNetPolicy` (default widths 32 / 64)."""
-    if encoder == "vn":
-        return VNPolicy(n_labels, width or 32)
-    if encoder == "pointnet":
-        return PointNetPolicy(n_labels, width or 64)
-    raise ValueError(f"encoder must be 'vn' or 'pointnet', got {encoder!r}")
+    policy = {"vn": VNPolicy, "pointnet": PointNetPolicy}.get(encoder)
+    if policy is None:
+        raise ValueError(f"encoder must be 'vn' or 'pointnet', got {encoder!r}")
+    return policy(n_labels, width) if width else policy(n_labels)

@@ -147,9 +147,7 @@ def associate(segments: Tensor, voxel: Tensor, iou: float) -> tuple[Tensor, Tens
     n_seg = int(offsets[-1])
     _, vox = np.unique(vox, return_inverse=True)
     incidence = sparse.csr_matrix((np.ones(len(seg)), (seg, vox)), shape=(n_seg, int(vox.max(initial=-1)) + 1))
-    incidence.data[:] = 1.0  # duplicates summed by csr: back to 0/1 (voxel sets)
-    incidence.sum_duplicates()
-    incidence.data[:] = 1.0
+    incidence.data[:] = 1.0  # csr summed the duplicate (segment, voxel) pairs: back to 0/1 (voxel sets)
     view_of = np.searchsorted(offsets.numpy(), np.arange(n_seg), side="right") - 1
     seen = sparse.csr_matrix((np.ones(n_seg), (view_of, np.arange(n_seg))), shape=(len(segments), n_seg)) @ incidence
     seen.data[:] = 1.0  # [V, voxels]: the voxels each view sees
