@@ -95,6 +95,8 @@ def run_task(config: BenchConfig, task: str) -> None:
                 save_figure(DOCS / "images" / f"policy_{task}.png", episode_strip(
                     frames, TASKS[task].labels, f"{task}: VN policy, R+Sn+P, evaluation episode 0"))
             results[(name, seed)] = {s: {k: r[k] for k in ("reward", "success")} for s, r in evaluation.items()}
+            print(f"{task} {name} seed {seed}: success " + ", ".join(
+                f"{LABELS[s]} {r['success']:.0%}" for s, r in evaluation.items()), flush=True)
     save_json(config.out / task / "results.json",
               {"results": {f"{name} {seed}": v for (name, seed), v in results.items()}, "times": times})
 

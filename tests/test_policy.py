@@ -118,6 +118,23 @@ def test_depth_camera_sees_only_the_nearest_surface_facing_it():
     assert len(lower_seen) and (lower_seen[:, 0] > 0.1 - 0.015).all()  # the overlap (x < 0.1) is hidden
 
 
+def test_occluded_samples_stay_hidden_in_a_scene_scaled_twice():
+    """The puck standing on half of its goal pad, the scene scaled 2x: no pad sample under the puck is seen, up
+    to one pixel at its rim (with samples too sparse for the camera's pixels, the z-buffer lets them through
+    wherever a pixel holds no sample of the puck)."""
+    from priors3d.policy.scene import SceneTransform
+
+    camera = DepthCamera(noise=0.0, n_points=4000)
+    for episode in range(5):
+        task = make_task("push", "original", 0, episode)
+        task.transform = SceneTransform(2.0 * np.eye(3), np.zeros(3))
+        task.puck[:2] = task.goal[:2] + [task.radius, 0.0]
+        seen = task.observe(camera)
+        pad = seen["points"][seen["labels"] == 1, :2]
+        distance = np.linalg.norm(pad - task.transform.points(task.puck)[:2], axis=1)
+        assert len(pad) and distance.min() > 2 * task.radius - camera.pixel
+
+
 def test_demos_are_deterministic_for_a_seed():
     a, b = (collect_demos("push", 2, seed=5, camera=CAMERA) for _ in range(2))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

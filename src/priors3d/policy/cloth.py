@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .tasks import Task, box_surface, direction, funnel
+from .tasks import Task, box_surface, direction, funnel, sample_count
 
 GRID, SIZE = 9, 0.22
 THICKNESS = 0.003
@@ -55,11 +55,12 @@ class ClothCoverTask(Task):
         self.grasped = np.zeros(0, dtype=np.int64)
         self.offsets = np.zeros((0, 3))
         # observation samples: fixed bilinear positions in the grid's cells (two-sided), the box's faces
-        cells = rng.integers(0, GRID - 1, (800, 2))
+        n = sample_count(SIZE**2)  # one sample stands for both sides
+        cells = rng.integers(0, GRID - 1, (n, 2))
         self.cell_corners = (cells[:, 0] * GRID + cells[:, 1])[:, None] + np.array([0, 1, GRID, GRID + 1])
-        a, b = rng.uniform(0, 1, (2, 800, 1))
+        a, b = rng.uniform(0, 1, (2, n, 1))
         self.cell_weights = np.concatenate([(1 - a) * (1 - b), (1 - a) * b, a * (1 - b), a * b], 1)
-        self.box_samples = box_surface(self.box_half, 900, rng)
+        self.box_samples = box_surface(self.box_half, rng)
         top = np.stack(np.meshgrid(np.linspace(-1, 1, 8), np.linspace(-1, 1, 8)), -1).reshape(-1, 2) * 0.9
         self.top_points = self.box[:2] + top * self.box_half[:2]
 
@@ -126,8 +127,8 @@ class ClothCoverTask(Task):
 
     def expert_step(self) -> tuple[np.ndarray, bool]:
         u, top = self.u, 2 * self.box_half[2]
-        if len(self.grasped):  # carry the edge up and over the box, lower it onto the far half of the top
-            drop = self.box + 0.02 * u
+        if len(self.grasped):  # carry the edge over the box, lower it 2 cm inside the far rim of the top
+            drop = self.box + (self.box_half[0] - 0.02) * u
             drop[2] = top + 0.02
             if np.linalg.norm(self.ee - drop) > 0.015:
                 return self.toward(funnel(drop, self.ee, 0.08)), True

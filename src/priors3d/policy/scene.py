@@ -99,9 +99,9 @@ class DepthCamera:
         depth = self.height - points[:, 2]
         if (depth <= 0).any():
             raise ValueError(f"a scene point is at or above the camera (height {self.height})")
-        pixel_index = np.floor(points[:, :2] / depth[:, None] * (self.height / self.pixel)).astype(np.int64)
-        _, pixel = np.unique(pixel_index, axis=0, return_inverse=True)
-        pixel = pixel.reshape(-1)
+        ij = np.floor(points[:, :2] / depth[:, None] * (self.height / self.pixel)).astype(np.int64)
+        ij -= ij.min(0)
+        _, pixel = np.unique(ij[:, 0] * (ij[:, 1].max() + 1) + ij[:, 1], return_inverse=True)
         nearest = np.full(pixel.max() + 1, np.inf)
         np.minimum.at(nearest, pixel, np.where(facing | two_sided, depth, np.inf))
         seen = np.flatnonzero((facing | two_sided) & (depth <= nearest[pixel] + self.tolerance))

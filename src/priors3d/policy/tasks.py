@@ -26,6 +26,11 @@ from .scene import DepthCamera, SceneTransform
 MAX_STEP = 0.025
 """Longest end-effector move per step (canonical metres)."""
 GRASP_RADIUS = 0.03
+SAMPLE_DENSITY = 2.4e5
+"""Surface samples per square metre (canonical). The camera's 1.2 cm pixels then hold ~35 samples of a surface
+in the original scene and ~9 at the largest scale (2x). Sparser samples let occluded ones through the z-buffer
+wherever a pixel of the occluder holds none, more so the larger the scene: the observation then changes with
+the scene's scale (a goal pad seen through the puck on it, a box through the cloth)."""
 
 
 def clip_step(delta: np.ndarray, limit: float = MAX_STEP) -> np.ndarray:
@@ -34,9 +39,16 @@ def clip_step(delta: np.ndarray, limit: float = MAX_STEP) -> np.ndarray:
     return delta if norm <= limit else delta * (limit / norm)
 
 
-def box_surface(half: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` samples of an axis-aligned box's surface around the origin, uniform by area: points, normals ``[n, 3]``."""
+def sample_count(area: float) -> int:
+    """Number of samples of a surface of ``area`` square metres at :data:`SAMPLE_DENSITY`."""
+    return math.ceil(SAMPLE_DENSITY * area)
+
+
+def box_surface(half: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Samples of an axis-aligned box's surface around the origin, uniform by area at :data:`SAMPLE_DENSITY`:
+    points, normals ``[n, 3]``."""
     areas = np.array([half[1] * half[2], half[0] * half[2], half[0] * half[1]]).repeat(2)
+    n = sample_count(4 * areas.sum())
     face = rng.choice(6, n, p=areas / areas.sum())
     axis, sign = face // 2, np.where(face % 2 == 0, 1.0, -1.0)
     points = rng.uniform(-1.0, 1.0, (n, 3)) * half
@@ -47,10 +59,12 @@ def box_surface(half: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.
     return points, normals
 
 
-def cylinder_surface(radius: float, height: float, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` samples of a closed cylinder (axis z, base at z = 0), uniform by area: points, normals ``[n, 3]``."""
+def cylinder_surface(radius: float, height: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Samples of a closed cylinder (axis z, base at z = 0), uniform by area at :data:`SAMPLE_DENSITY`: points,
+    normals ``[n, 3]``."""
     side = 2 * math.pi * radius * height
     disk = math.pi * radius**2
+    n = sample_count(side + 2 * disk)
     part = rng.choice(3, n, p=np.array([side, disk, disk]) / (side + 2 * disk))
     angle = rng.uniform(0, 2 * math.pi, n)
     r = np.where(part == 0, radius, radius * np.sqrt(rng.uniform(0, 1, n)))
@@ -141,6 +155,8 @@ class PushTask(Task):
 
     name, labels, horizon = "push", ("puck", "goal"), 30
     radius, height, pusher = 0.04, 0.04, 0.01
+    pad_radius = 0.06
+    """Wider than the puck: a ring of the pad stays in view around a puck on the goal."""
     stick = math.cos(math.atan(0.5))
     """The puck sticks to the pusher when the push is within the friction cone (pusher-puck friction 0.5)."""
 
@@ -152,10 +168,9 @@ class PushTask(Task):
         # the pusher starts at pushing height behind the puck (-x, ±45°): a planar task
         self.ee = self.puck - rng.uniform(0.08, 0.11) * direction(rng.uniform(-math.pi / 4, math.pi / 4))
         self.ee[2] = self.height / 2
-        self.puck_samples = cylinder_surface(self.radius, self.height, 600, rng)
-        pad, _ = cylinder_surface(self.radius, 0.002, 1200, rng)
-        top = pad[:, 2] > 0.0015
-        self.pad_points = pad[top][:300]
+        self.puck_samples = cylinder_surface(self.radius, self.height, rng)
+        pad, _ = cylinder_surface(self.pad_radius, 0.002, rng)
+        self.pad_points = pad[pad[:, 2] > 0.0015]  # its top
         self.pad_normals = np.tile([0.0, 0.0, 1.0], (len(self.pad_points), 1))
 
     def surfaces(self):
@@ -223,8 +238,8 @@ class PickPlaceTask(Task):
         self.target = self.platform + np.array([0.0, 0.0, self.platform_half[2] + self.half])
         self.start_distance = float(np.linalg.norm(self.target - self.cube))
         self.held: np.ndarray | None = None  # the cube's offset from the end-effector while grasped
-        self.cube_samples = box_surface(np.full(3, self.half), 600, rng)
-        self.platform_samples = box_surface(self.platform_half, 900, rng)
+        self.cube_samples = box_surface(np.full(3, self.half), rng)
+        self.platform_samples = box_surface(self.platform_half, rng)
 
     def surfaces(self):
         points = np.concatenate([self.cube_samples[0] + self.cube, self.platform_samples[0] + self.platform])
