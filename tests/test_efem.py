@@ -167,6 +167,14 @@ def test_merge_duplicates_keeps_the_most_confident():
     assert kept.tolist() == [1, 2]
 
 
+def test_assigning_points_to_no_proposal_gives_no_mask():
+    """E-M can reject every proposal in its last step (a 15-scene benchmark met it): no mask, no error."""
+    from priors3d.efem.em import _assign
+
+    masks = _assign(torch.zeros(0, 7), torch.zeros(0, 7, dtype=torch.bool))
+    assert masks.shape == (0, 7) and masks.dtype == torch.bool
+
+
 def test_instance_ap_on_hand_made_predictions():
     """Two instances; predictions by confidence: hit, duplicate (FP), hit at IoU 0.6 → PR points (1/2, 1),
     (1/2, 1/2), (1, 2/3): interpolated AP50 = 1/2 + 1/2 · 2/3 = 5/6; at IoU > 0.6 the third misses: AP = 1/2."""

@@ -89,6 +89,8 @@ def _accept(relative: Tensor, reach: Tensor, code: Code, config: EMConfig) -> tu
 
 def _assign(relative: Tensor, support: Tensor) -> Tensor:
     """Exclusive masks ``[P, n]``: each supported point goes to the proposal with its smallest residual."""
+    if not len(support):  # no proposal left: no mask
+        return support
     residual = relative.abs().masked_fill(~support, float("inf"))
     return support & (residual.argmin(0) == torch.arange(len(residual))[:, None])
 
