@@ -70,15 +70,14 @@ def main(config: BenchConfig) -> None:
             priors[f"{category} {name}"] = {**json.loads((run / "results.json").read_text()),
                                             "load_after": os.getloadavg()[0]}
 
-        def efem_method(prior, generator):
-            def method(scene):
-                found = segment(prior, scene.points, config.em, generator)
+        def efem_method(prior):
+            def method(scene):  # a fresh generator per scene: its result does not depend on the scenes before it
+                found = segment(prior, scene.points, config.em, torch.Generator().manual_seed(config.seed))
                 method.last = found
                 return found.masks, found.confidence
             return method
 
-        methods = {name: efem_method(prior, torch.Generator().manual_seed(config.seed))
-                   for name, prior in loaded.items()}
+        methods = {name: efem_method(prior) for name, prior in loaded.items()}
         methods["DBSCAN above the floor"] = lambda scene: dbscan_instances(scene.points)
         vn = "EFEM (VN prior)"
 

@@ -104,6 +104,19 @@ def test_scans_lie_on_the_visible_surface_and_fewer_views_see_less():
     assert covered < 0.8                                                  # one view sees part of the chair
 
 
+def test_so3_scenes_differ_from_upright_ones_only_by_the_targets_rotations():
+    """Same seed: the same objects (categories, parameters, scales) and clutter orientations; the targets are
+    turned off the vertical in the SO(3) layout only."""
+    upright, turned = make_scene("chair", "z", 5), make_scene("chair", "so3", 5)
+    assert len(upright.instances) == len(turned.instances)
+    for a, b in zip(upright.instances, turned.instances):
+        assert a.category == b.category and torch.equal(a.params, b.params) and a.scale == b.scale
+        tilted = abs(b.rotation[2, 2].item()) < 1 - 1e-6  # the object's up axis left the vertical
+        assert tilted == (b.category == "chair")
+        if b.category != "chair":
+            assert torch.equal(a.rotation, b.rotation)
+
+
 def test_scenes_are_deterministic_and_piles_touch():
     a, b = make_scene("mug", "piles", 3), make_scene("mug", "piles", 3)
     assert torch.equal(a.points, b.points) and torch.equal(a.instance, b.instance)

@@ -69,10 +69,9 @@ class EvalConfig(CommandConfig):
 def evaluate(config: EvalConfig) -> dict:
     """Instance AP (0.50:0.95, AP50, AP25) and time per scene of a prior's E-M per layout (``<prior>/eval.json``)."""
     prior_config, prior = load_prior(config.prior)
-    generator = torch.Generator().manual_seed(config.seed)
 
-    def efem(scene):
-        found = segment(prior, scene.points, config.em, generator)
+    def efem(scene):  # a fresh generator per scene: its result does not depend on the scenes before it
+        found = segment(prior, scene.points, config.em, torch.Generator().manual_seed(config.seed))
         return found.masks, found.confidence
 
     methods = {"efem": efem} | ({"dbscan": lambda scene: dbscan_instances(scene.points)} if config.dbscan else {})

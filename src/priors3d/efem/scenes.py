@@ -2,7 +2,9 @@
 
 An :class:`Instance` places a canonical object (:mod:`priors3d.efem.shapes`) as ``world = s·local R + t``.
 Layouts: ``"z"`` (upright, random rotation about z, separated), ``"so3"`` (any rotation, resting on the floor,
-separated), ``"piles"`` (upright, random z rotation, touching). Objects are placed one after another: a new
+separated; the same draws as the z layout's scene of the seed but the targets' rotations, so the two layouts
+differ only by how the targets are turned and where that lets them rest), ``"piles"`` (upright, random z
+rotation, touching). Objects are placed one after another: a new
 one starts far out in a random horizontal direction and slides towards the centre by the distance its
 surface samples keep to everything placed before (never penetrating), until it is ``gap`` away (0 for
 piles). Clutter is boxes and one object of the other category. The scan is sphere-traced from
@@ -122,6 +124,7 @@ def make_scene(category: str, layout: Literal["z", "so3", "piles"], seed: int,
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     generator = torch.Generator().manual_seed(seed)
+    tilts = torch.Generator().manual_seed(seed + 1_000_003)  # the SO(3) layout's rotations
     count = int(torch.randint(config.instances[0], config.instances[1] + 1, (), generator=generator))
     other = "chair" if category == "mug" else "mug"
     boxes = int(torch.randint(config.boxes[0], config.boxes[1] + 1, (), generator=generator))
@@ -134,8 +137,9 @@ def make_scene(category: str, layout: Literal["z", "so3", "piles"], seed: int,
         scale = config.scale[0] + (config.scale[1] - config.scale[0]) * torch.rand((), generator=generator).item()
         if kind == "box":
             scale = 1.0 + torch.rand((), generator=generator).item()
-        rotation = (random_rotation(1, generator)[0] if layout == "so3" and kind == category
-                    else random_rotation_about("z", 1, generator)[0])
+        rotation = random_rotation_about("z", 1, generator)[0]
+        if layout == "so3" and kind == category:  # its own stream: the draws above and below stay the z layout's
+            rotation = random_rotation(1, tilts)[0]
         inst = Instance(kind, sample_params(kind, 1, generator)[0], rotation, torch.zeros(3), scale)
         gap = 0.0 if layout == "piles" and kind == category else (
             config.gap[0] + (config.gap[1] - config.gap[0]) * torch.rand((), generator=generator).item())
