@@ -18,14 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import DOCS, machine, write_section  # noqa: E402
 
-from priors3d.efem import (EFEMTrainConfig, EMConfig, dbscan_instances, evaluate_layouts, load_prior,  # noqa: E402
-                           mesh_picture, segment, segmentation_picture, train_prior)
+from priors3d.efem import (EFEMTrainConfig, EMConfig, dbscan_instances, em_method, evaluate_layouts,  # noqa: E402
+                           load_prior, mesh_picture, segmentation_picture, train_prior)
 from priors3d.engine import set_threads  # noqa: E402
 from priors3d.runs import save_json  # noqa: E402
 
@@ -70,14 +69,7 @@ def main(config: BenchConfig) -> None:
             priors[f"{category} {name}"] = {**json.loads((run / "results.json").read_text()),
                                             "load_after": os.getloadavg()[0]}
 
-        def efem_method(prior):
-            def method(scene):  # a fresh generator per scene: its result does not depend on the scenes before it
-                found = segment(prior, scene.points, config.em, torch.Generator().manual_seed(config.seed))
-                method.last = found
-                return found.masks, found.confidence
-            return method
-
-        methods = {name: efem_method(prior) for name, prior in loaded.items()}
+        methods = {name: em_method(prior, config.em, config.seed) for name, prior in loaded.items()}
         methods["DBSCAN above the floor"] = lambda scene: dbscan_instances(scene.points)
         vn = "EFEM (VN prior)"
 

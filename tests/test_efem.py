@@ -188,6 +188,25 @@ def test_assigning_points_to_no_proposal_gives_no_mask():
     assert masks.shape == (0, 7) and masks.dtype == torch.bool
 
 
+def test_em_method_starts_every_scene_from_the_same_seed(monkeypatch):
+    """A scene's E-M does not depend on the scenes segmented before it: every call gets a fresh generator."""
+    from types import SimpleNamespace
+
+    from priors3d.efem import Segmentation, em_method, protocol
+
+    draws = []
+
+    def record(prior, points, config, generator):
+        draws.append(torch.rand(4, generator=generator))
+        return Segmentation(torch.zeros(0, len(points), dtype=torch.bool), torch.zeros(0), None)
+
+    monkeypatch.setattr(protocol, "segment", record)
+    method = em_method(None, EMConfig(), seed=3)
+    for _ in range(2):
+        method(SimpleNamespace(points=torch.zeros(5, 3)))
+    assert torch.equal(draws[0], draws[1]) and method.last.masks.shape == (0, 5)
+
+
 def test_instance_ap_on_hand_made_predictions():
     """Two instances; predictions by confidence: hit, duplicate (FP), hit at IoU 0.6 → PR points (1/2, 1),
     (1/2, 1/2), (1, 2/3): interpolated AP50 = 1/2 + 1/2 · 2/3 = 5/6; at IoU > 0.6 the third misses: AP = 1/2."""

@@ -9,8 +9,8 @@ import torch
 
 from priors3d import check
 from priors3d.commands.policy import DemosConfig, EvalConfig, demos, evaluate, train
-from priors3d.policy import (SETTINGS, TASKS, DepthCamera, PointNetPolicy, PolicyTrainConfig, PolicyTrainer, VNPolicy,
-                             collect_demos, expert_actor, make_task, rollout, sample_transform)
+from priors3d.policy import (SETTINGS, TASKS, DepthCamera, PointNetPolicy, PolicyTrainConfig, PolicyTrainer,
+                             SceneTransform, VNPolicy, collect_demos, expert_actor, make_task, rollout, sample_transform)
 from priors3d.policy.rollout import stack
 from priors3d.so3 import random_rotation
 
@@ -122,8 +122,6 @@ def test_occluded_samples_stay_hidden_in_a_scene_scaled_twice():
     """The puck standing on half of its goal pad, the scene scaled 2x: no pad sample under the puck is seen, up
     to one pixel at its rim (with samples too sparse for the camera's pixels, the z-buffer lets them through
     wherever a pixel holds no sample of the puck)."""
-    from priors3d.policy.scene import SceneTransform
-
     camera = DepthCamera(noise=0.0, n_points=4000)
     for episode in range(5):
         task = make_task("push", "original", 0, episode)

@@ -9,8 +9,8 @@ from typing import Literal
 import torch
 import tyro
 
-from priors3d.efem import (EFEMTrainConfig, EMConfig, dbscan_instances, evaluate_layouts, instance_ap, load_prior,
-                           make_scene, mesh_picture, segment, segmentation_picture, train_prior)
+from priors3d.efem import (EFEMTrainConfig, EMConfig, dbscan_instances, em_method, evaluate_layouts, instance_ap,
+                           load_prior, make_scene, mesh_picture, segment, segmentation_picture, train_prior)
 from priors3d.engine import CommandConfig
 from priors3d.runs import save_json
 
@@ -69,12 +69,7 @@ class EvalConfig(CommandConfig):
 def evaluate(config: EvalConfig) -> dict:
     """Instance AP (0.50:0.95, AP50, AP25) and time per scene of a prior's E-M per layout (``<prior>/eval.json``)."""
     prior_config, prior = load_prior(config.prior)
-
-    def efem(scene):  # a fresh generator per scene: its result does not depend on the scenes before it
-        found = segment(prior, scene.points, config.em, torch.Generator().manual_seed(config.seed))
-        return found.masks, found.confidence
-
-    methods = {"efem": efem} | ({"dbscan": lambda scene: dbscan_instances(scene.points)} if config.dbscan else {})
+    methods = {"efem": em_method(prior, config.em, config.seed)} | ({"dbscan": lambda scene: dbscan_instances(scene.points)} if config.dbscan else {})
     results = evaluate_layouts(methods, prior_config.category, config.layouts, config.scenes, config.seed)
     save_json(config.prior / "eval.json", results)
     for name, layouts in results.items():

@@ -5,13 +5,26 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import torch
 from torch import Tensor
 
+from .em import EMConfig, segment
 from .evaluation import instance_ap
+from .prior import ShapePrior
 from .scenes import TabletopScene, SceneConfig, make_scene
 
 Method = Callable[[TabletopScene], tuple[Tensor, Tensor]]
 """A scene → ``(masks [K, N] bool, confidence [K])``."""
+
+
+def em_method(prior: ShapePrior, config: EMConfig, seed: int) -> Method:
+    """The prior's E-M as a :data:`Method`. Each scene's E-M draws from a generator seeded with ``seed``, so its
+    result does not depend on the scenes evaluated before it; the last :class:`~priors3d.efem.em.Segmentation`
+    stays in ``method.last`` (pictures)."""
+    def method(scene: TabletopScene) -> tuple[Tensor, Tensor]:
+        method.last = segment(prior, scene.points, config, torch.Generator().manual_seed(seed))
+        return method.last.masks, method.last.confidence
+    return method
 
 
 def scene_seed(seed: int, layout: str, index: int) -> int:
