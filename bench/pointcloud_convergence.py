@@ -39,8 +39,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/study"))
     args = parser.parse_args()
     set_threads(args.threads)
-    metric = "test/oa" if args.task == "cls" else "test/miou"
-    curves = {}
+    metric = "test/oa" if args.task == "cls" else "test/instance_miou"
+    curves, scales = {}, {}
     for model in args.models:
         out = args.out / args.task / f"{model}-z-{args.epochs}ep"
         if not (out / "metrics.json").is_file():
@@ -48,6 +48,7 @@ def main() -> None:
                                            seed=args.seed, out=out, resume=out.exists(), progress=False)
             train_pointcloud(config, DistContext())
         final = json.loads((out / "metrics.json").read_text())  # the last epoch's evaluation is stored there
+        scales[model] = json.loads((out / "config.json").read_text())["config"]["scale"]
         rows = [r for r in RunDir(out).read_metrics() if metric in r]
         curves[model] = rows + [{"step": final["step"], "train_time_s": final["train_time_s"],
                                  metric: final[metric.removeprefix("test/")]}]
@@ -74,7 +75,9 @@ def main() -> None:
             f"![test accuracy against epochs and training time](images/{picture.name})\n\n"
             f"{metric} on the test split after each epoch, one seed ({args.seed}); the default sizes and schedule of "
             f"`priors3d pointcloud train` (256 points, k = 10, widths / 2, batch 16, adam lr 0.01 with one warm-up "
-            f"epoch and cosine decay over the {args.epochs} epochs, label smoothing 0.2). Machine: {machine()}.\n\n"
+            f"epoch and cosine decay over the {args.epochs} epochs, label smoothing 0.2); training scale augmentation "
+            f"as each run recorded it: " + ", ".join(f"{m} {tuple(s)}" for m, s in scales.items())
+            + f". Machine: {machine()}.\n\n"
             f"`PYTHONPATH=src .venv/bin/python bench/pointcloud_convergence.py --task {args.task} --models "
             f"{' '.join(args.models)} --epochs {args.epochs} --threads {args.threads}`\n")
     print(text)

@@ -9,7 +9,7 @@ from priors3d.metrics import confusion_matrix
 
 from priors3d.pointcloud import metrics
 from priors3d.commands.pointcloud import EvalConfig, ProtocolsConfig, evaluate, protocols, train
-from priors3d.pointcloud.train import PointCloudTrainConfig, load_run, make_optimizer, protocol_table
+from priors3d.pointcloud.train import PointCloudTrainConfig, load_run, make_optimizer, protocol_table, resolve
 
 # two categories: 0 with parts {0, 1, 2}, 1 with parts {3, 4}
 SEG = [[0, 1, 2], [3, 4]]
@@ -82,6 +82,7 @@ def test_train_writes_run_and_eval_reads_it(cache, tmp_path):
     assert 0.0 <= first["oa"] <= 1.0 and 0.0 <= first["macc"] <= 1.0
     saved = json.loads((out / "config.json").read_text())
     assert saved["kind"] == "pointcloud train" and saved["seed"] == 3 and saved["config"]["model"] == "vn_pointnet"
+    assert saved["config"]["scale"] == [1.0, 1.0]  # the run records the augmentation it trained with
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and "test/oa" in records[0]
     final = json.loads((out / "metrics.json").read_text())
@@ -155,6 +156,13 @@ def test_protocols_over_seeds_give_mean_and_spread(cache, tmp_path):
 def test_bad_protocol_rejected(cache, tmp_path):
     with pytest.raises(ValueError, match="TRAIN/TEST"):
         train(tiny(cache, tmp_path / "bad", rotation="z-so3"))
+
+
+def test_scale_augmentation_defaults_to_off_for_vn_models_only():
+    for model, expected in [("vn_pointnet", (1.0, 1.0)), ("vn_dgcnn", (1.0, 1.0)), ("pointnet", (0.8, 1.25)),
+                            ("dgcnn", (0.8, 1.25))]:
+        assert resolve(PointCloudTrainConfig(model=model)).scale == expected, model
+    assert resolve(PointCloudTrainConfig(model="vn_dgcnn", scale=(0.5, 2.0))).scale == (0.5, 2.0)
 
 
 def test_learning_rate_warms_up_then_decays_to_one_hundredth():
