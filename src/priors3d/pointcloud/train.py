@@ -47,7 +47,7 @@ from priors3d.so3 import evaluation_rotations, parse_protocol_pair
 
 KIND = "pointcloud train"
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-2}
-# Training scale augmentation: plain models gain nothing from it at the default budget and VN models lose ~7
+# Training scale augmentation: plain models gain nothing from it at the default budget and VN models lose ~6
 # points of accuracy (docs/pointcloud.md, "Why these defaults"), so VN models train without it.
 DEFAULT_SCALE = {"plain": (0.8, 1.25), "vn": (1.0, 1.0)}
 ModelName = Literal["vn_pointnet", "vn_dgcnn", "pointnet", "dgcnn"]
