@@ -47,9 +47,10 @@ def main() -> None:
             config = PointCloudTrainConfig(model=model, task=args.task, rotation="z/z", epochs=args.epochs,
                                            seed=args.seed, out=out, resume=out.exists(), progress=False)
             train_pointcloud(config, DistContext())
-        final = json.loads((out / "metrics.json").read_text())  # the last epoch's evaluation is stored there
-        scales[model] = json.loads((out / "config.json").read_text())["config"]["scale"]
-        rows = [r for r in RunDir(out).read_metrics() if metric in r]
+        run = RunDir(out, create=False)
+        final = json.loads(run.path("metrics.json").read_text())  # the last epoch's evaluation is stored there
+        scales[model] = run.read_config()["config"]["scale"]
+        rows = [r for r in run.read_metrics() if metric in r]
         curves[model] = rows + [{"step": final["step"], "train_time_s": final["train_time_s"],
                                  metric: final[metric.removeprefix("test/")]}]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))

@@ -69,7 +69,9 @@ class EvalConfig(CommandConfig):
 def evaluate(config: EvalConfig) -> dict:
     """Instance AP (0.50:0.95, AP50, AP25) and time per scene of a prior's E-M per layout (``<prior>/eval.json``)."""
     prior_config, prior = load_prior(config.prior)
-    methods = {"efem": em_method(prior, config.em, config.seed)} | ({"dbscan": lambda scene: dbscan_instances(scene.points)} if config.dbscan else {})
+    methods = {"efem": em_method(prior, config.em, config.seed)}
+    if config.dbscan:
+        methods["dbscan"] = lambda scene: dbscan_instances(scene.points)
     results = evaluate_layouts(methods, prior_config.category, config.layouts, config.scenes, config.seed)
     save_json(config.prior / "eval.json", results)
     for name, layouts in results.items():
