@@ -2,9 +2,9 @@
 
 Fits a NeRF (or reuses ``--fit-run``), then, from the same clicks (one per class, in the training view showing the
 most classes), labels every test view with: the unshaped field's Jacobians; fields shaped with each label-free pair
-source (``consistent`` segments lifted with the views' depth maps or with the field's rendered depth, per-view
-``segments``); the segment-lookup baseline (no Jacobians); a Semantic-NeRF-style head trained on the clicks; and
-ORACLE rows shaped with the ground-truth class maps. Every shaped row reports the held-out PSNR before and after
+source (the 3D segments' ``descriptors``, lifted with the views' depth maps or with the field's rendered depth; the
+``consistent`` 3D segments; per-view ``segments``); the lookup baselines without Jacobians (segment and descriptor
+lookup); a Semantic-NeRF-style head trained on the clicks; and ORACLE rows shaped with the ground-truth class maps. Every shaped row reports the held-out PSNR before and after
 shaping. Writes the ``shaping-propagation`` section of docs/results.md; the label-free shaped run is kept in
 ``<out>/shape`` (``bench/recolor.py`` reads it).
 
@@ -31,18 +31,20 @@ from priors3d.runs import save_json  # noqa: E402
 from priors3d.shaping.baseline import fit_semantic_head, predict_semantic  # noqa: E402
 from priors3d.shaping.shape import (TUNED, ShapeConfig, evaluation_clicks, held_out_psnr,  # noqa: E402
                                     propagate_labels, shape_field)
-from priors3d.shaping.sources import SegmentConfig, label_free_source, segment_lookup, surface  # noqa: E402
+from priors3d.shaping.sources import (SegmentConfig, descriptor_lookup, label_free_source,  # noqa: E402
+                                      segment_lookup, surface)
 from priors3d.viz import label_pictures  # noqa: E402
 
 WHOLE = {"head": False, "lr": 5e-3, "batch_rays": 512}
 """Whole-field shaping as before issue 16 (JacobiNeRF's way: every parameter moves, with the photometric term)."""
 SHAPED = {  # slug: (row title, ShapeConfig overrides, iterations option)
-    "shape": ("label-free consistent segments (default)", {}, "shape_iterations"),
-    "rendered-depth": ("label-free consistent segments, lifted with the field's rendered depth",
+    "shape": ("label-free descriptors of the 3D segments (default)", {}, "shape_iterations"),
+    "rendered-depth": ("label-free descriptors, lifted with the field's rendered depth",
                        {"segments": SegmentConfig(measured_depth=False)}, "shape_iterations"),
+    "consistent": ("label-free 3D segments (same segment = positive)", {"pairs": "consistent"}, "shape_iterations"),
     "segments": ("label-free per-view segments (pairs within one view)", {"pairs": "segments", "views_per_step": 1},
                  "shape_iterations"),
-    "whole": ("label-free consistent segments, whole field + photometric term", WHOLE, "whole_iterations"),
+    "whole": ("label-free descriptors, whole field + photometric term", WHOLE, "whole_iterations"),
     "oracle": ("ORACLE: ground-truth class maps", {"pairs": "semantic"}, "shape_iterations"),
     "oracle-whole": ("ORACLE: ground-truth class maps, whole field + photometric term (the old headline setting)",
                      {"pairs": "semantic", **WHOLE}, "whole_iterations"),
@@ -57,7 +59,7 @@ def scores(labels: torch.Tensor, target: torch.Tensor, n_classes: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_fit_arguments(parser, "runs/bench-propagation")
-    parser.add_argument("--shape-iterations", type=int, default=1000)
+    parser.add_argument("--shape-iterations", type=int, default=3000)
     parser.add_argument("--whole-iterations", type=int, default=300)
     parser.add_argument("--only", nargs="*", default=None, help="shaped rows to run (slugs of SHAPED)")
     parser.add_argument("--no-write-docs", action="store_true")
@@ -85,9 +87,13 @@ def main() -> None:
     config = SegmentConfig()
     source = label_free_source(scene.train, surface(unshaped, setup, scene.train, config.measured_depth),
                                setup.aabb, config)
-    lookup = segment_lookup(source, surface(unshaped, setup, scene.test, config.measured_depth), clicks)
-    row("lookup", "segment lookup: the click of the pixel's consistent segment (no Jacobians)", lookup,
+    test_surface = surface(unshaped, setup, scene.test, config.measured_depth)
+    lookup = segment_lookup(source, test_surface, clicks)
+    row("lookup", "segment lookup: the click of the pixel's 3D segment (no Jacobians)", lookup,
         time.perf_counter() - start, None)
+    start = time.perf_counter()
+    row("descriptor-lookup", "descriptor lookup: the click whose segment's descriptor is nearest (no Jacobians)",
+        descriptor_lookup(source, test_surface, clicks), time.perf_counter() - start, None)
     start = time.perf_counter()
     head = fit_semantic_head(unshaped, setup, scene.train, clicks, n_classes)
     active = torch.bincount(torch.tensor([c.label for c in clicks]), minlength=n_classes) > 0
@@ -118,11 +124,15 @@ def main() -> None:
             f"{float((lookup < 0).float().mean()):.0%} of the test pixels unlabelled, which count as misses). "
             f"NeRF: {args.fit_iterations if args.fit_run is None else 'reused'} fit iterations. Shaping: {TUNED}, "
             f"a separate shaping head ({ShapeConfig.head_features} outputs) on the frozen field unless 'whole field'; "
-            f"whole-field rows: {WHOLE}. Label-free masks: Felzenszwalb segments of the training images "
-            f"(scale {config.scale}, min size {config.min_size}), lifted to a {config.voxels}-voxel grid with the "
-            f"views' depth maps (the room renders them, as an RGB-D sensor would) unless 'rendered depth', and "
-            f"associated across views at IoU {config.iou}: {int(consistent.max()) + 1} ids over the "
-            f"{len(scene.train)} training views. 'time' = shaping + propagation (or the baseline's work). "
+            f"whole-field rows: {WHOLE}. Label-free sources (`shaping.sources`, no label map read): the training "
+            f"views fused into a {config.voxels}-voxel grid with their depth maps (the room renders them, as an "
+            f"RGB-D sensor would) unless 'rendered depth', cut into {int(consistent.max()) + 1} 3D segments by "
+            f"graph-based segmentation of the voxels' normals and colours (scale {config.surface_scale}, colour "
+            f"weight {config.colour_weight}, min size {config.surface_min_size} voxels); 'descriptors' pairs pixels "
+            f"by the cosine of their segments' descriptors (heights, facing, extent, size, colour x "
+            f"{config.descriptor_colour_weight}) above JacobiNeRF's adaptive threshold, drawing pixels evenly across "
+            f"the segments; per-view segments: Felzenszwalb on each image (scale {config.scale}, min size "
+            f"{config.min_size}). 'time' = shaping + propagation (or the baseline's work). "
             f"Machine: {machine()}.\n\n"
             f"`PYTHONPATH=src .venv/bin/python bench/propagation.py --out {args.out}"
             f"{' --fit-run ' + str(args.fit_run) if args.fit_run else ''} --shape-iterations {args.shape_iterations}"

@@ -1,8 +1,9 @@
 """Robustness of label-free JacobiNeRF shaping to corrupted segments: merged, split and noisy masks.
 
-Shapes copies of one fitted NeRF with the pairs taken from the label-free view-consistent segments (the default
-``pairs=consistent``) damaged by ``corrupt_masks`` (merge: a wrong association; split: an unmatched part; noise:
-random ids) and propagates the same sparse clicks (one per class, first order) to the test views. The clicks and
+Shapes copies of one fitted NeRF with the pairs taken from the label-free source (the default
+``pairs=descriptors``: the descriptors of the pixels' 3D segments) after the segments are damaged by ``corrupt_masks``
+(merge: a wrong association, the pixels take another segment's descriptor; split: an unmatched part, which loses its
+descriptor; noise: random ids) and propagates the same sparse clicks (one per class, first order) to the test views. The clicks and
 the evaluation use the ground-truth class maps; the shaping never sees them. Writes the ``shaping-robustness``
 section of docs/results.md.
 
@@ -30,7 +31,7 @@ from priors3d.shaping.shape import TUNED, ShapeConfig, evaluation_clicks, propag
 from priors3d.viz import label_pictures  # noqa: E402
 
 SETTINGS = {  # slug: (row title, ShapeConfig overrides)
-    "clean": ("label-free consistent segments as computed", {}),
+    "clean": ("label-free 3D segments as computed", {}),
     "merged": ("merged (p = 0.3)", {"merge": 0.3}),
     "split": ("split (p = 0.3)", {"split": 0.3}),
     "noisy": ("noisy (20 % of pixels)", {"noise": 0.2}),
@@ -41,7 +42,7 @@ SETTINGS = {  # slug: (row title, ShapeConfig overrides)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_fit_arguments(parser, "runs/bench-robustness")
-    parser.add_argument("--shape-iterations", type=int, default=1000)
+    parser.add_argument("--shape-iterations", type=int, default=3000)
     parser.add_argument("--no-write-docs", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -70,11 +71,13 @@ def main() -> None:
             f"Same fitted NeRF (`{fit_run}`), same {len(clicks)} sparse clicks (one per class in training view "
             f"{clicks[0].view}), first-order propagation to the {len(scene.test)} test views, scored against the "
             f"ground-truth class maps. Each shaped row: {args.shape_iterations} iterations with {TUNED}, the shaping "
-            "head on the frozen field (held-out PSNR unchanged), pairs from the label-free consistent segments "
-            "(`pairs=consistent`, ids shared across views) damaged per view by `corrupt_masks` (merge: each segment "
-            "of a view takes the id of another segment of that view with probability p, a wrong association; split: "
-            "each segment is cut in two by a random line with probability p, the new part getting an id of its own; "
-            "noise: that fraction of pixels gets a random id present in its view). Machine: "
+            "head on the frozen field (held-out PSNR unchanged), pairs from the default label-free source "
+            "(`pairs=descriptors`: each pixel carries the descriptor of its 3D segment) with the segment ids damaged "
+            "per view by `corrupt_masks` before the descriptors are looked up (merge: each segment of a view takes "
+            "the id of another segment of that view with probability p, a wrong association; split: each segment is "
+            "cut in two by a random line with probability p, the new part getting an id of its own and no "
+            "descriptor, so no positives; noise: that fraction of pixels gets a random id present in its view). "
+            "Machine: "
             f"{machine()}.\n\n"
             f"`PYTHONPATH=src .venv/bin/python bench/shaping_robustness.py --out {args.out}"
             f"{' --fit-run ' + str(args.fit_run) if args.fit_run else ''}"

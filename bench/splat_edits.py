@@ -86,8 +86,8 @@ def main() -> None:
     options = "".join(f" --{name.replace('_', '-')} {value}" for name, value, default in
                       (("shape_iterations", args.shape_iterations, SplatShapeConfig.iterations),
                        ("offset", args.offset, 0.3), ("labels", args.labels, "consistent")) if value != default)
-    source = ("label-free consistent segments (`shaping.sources`: Felzenszwalb segments of the training images "
-              "lifted with the views' depth maps and associated across views; no label map)"
+    source = ("label-free consistent segments (`shaping.sources`: the training views fused into voxels with their "
+              "depth maps and cut into 3D segments by graph-based segmentation of normals and colours; no label map)"
               if args.labels == "consistent" else "the ORACLE ground-truth instance maps")
     markdown = f"""## InfoGaussian: one-click moves on the procedural room ({args.labels} masks)
 

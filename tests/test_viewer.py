@@ -35,6 +35,7 @@ from priors3d.shaping.edit import select
 from priors3d.shaping.infogs import SplatShapeConfig, shape_splats
 from priors3d.shaping.propagate import view_jacobians
 from priors3d.shaping.shape import ShapeConfig, shape_field
+from priors3d.shaping.sources import SegmentConfig
 from priors3d.viewer import Camera, FieldViewer, SplatViewer, ViewerServer, find_runs, session
 
 SIZE = int(os.environ.get("PRIORS3D_VIEWER_SIZE", "24"))
@@ -59,10 +60,13 @@ def splat_runs(tmp_path_factory):
     fit_splats(scene, SplatFitConfig(scene=folder, out=tmp / "runs" / "fit", iterations=200, init_stride=2,
                                      init_view_step=2, tile=8, eval_every=0, picture_views=0, progress=False))
     field, setup = load_splats(tmp / "runs" / "fit")
-    # Quick shaping (~6 s): no photometric term, 2 neighbours, a weak norm penalty and a high learning rate.
+    # Quick shaping (~6 s): no photometric term, 2 neighbours, a weak norm penalty and a high learning rate; 3D
+    # segments on a coarser grid than the default 64 cells: 24-pixel views sample the room too sparsely for 6 cm
+    # voxels to touch.
     shape_splats(field, setup, scene, SplatShapeConfig(run=tmp / "runs" / "fit", out=tmp / "runs" / "shape",
                                                        iterations=200, fraction=0.1, lr=0.03, photo=0.0,
-                                                       neighbours=2, gamma=0.1, progress=False))
+                                                       neighbours=2, gamma=0.1, progress=False,
+                                                       segments=SegmentConfig(voxels=32)))
     return tmp / "runs", scene
 
 

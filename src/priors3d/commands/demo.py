@@ -87,8 +87,8 @@ class FieldDemoConfig(CommandConfig):
 def field(config: FieldDemoConfig) -> dict:
     """Room → NeRF fit → label-free Jacobian shaping → one click per class propagated; mIoU before and after.
 
-    The shaping pairs come from label-free segments of the training images (``ShapeConfig`` defaults), a shaping
-    head keeps the field's appearance; the ground-truth class maps only give the clicks and the scores. ``quick``
+    The shaping pairs come from a label-free source of the training images and depth (``ShapeConfig`` defaults), a
+    shaping head keeps the field's appearance; the ground-truth class maps only give the clicks and the scores. ``quick``
     uses small budgets (minutes on two CPU cores); otherwise those of ``bench/propagation.py``. Prints the time of
     each part.
     """
@@ -107,9 +107,9 @@ def field(config: FieldDemoConfig) -> dict:
         part = time.perf_counter()
         if name == "shaped":
             summary = shape_field(model, setup, scene, ShapeConfig(
-                run=config.out / "fit", out=config.out / "shape", iterations=600 if config.quick else 1000,
+                run=config.out / "fit", out=config.out / "shape", iterations=1500 if config.quick else 3000,
                 overwrite=True, progress=config.progress, **TUNED))
-            print(f"shaped with label-free {ShapeConfig.pairs} segments, {summary['step']} iterations: held-out PSNR "
+            print(f"shaped with label-free pairs ({ShapeConfig.pairs}), {summary['step']} iterations: held-out PSNR "
                   f"{summary['psnr_before']:.2f} -> {summary['psnr_after']:.2f} dB")
         labels = propagate_labels(model, setup, scene.train, scene.test, clicks, n_classes)["labels"]
         metrics = label_map_metrics(labels, scene.test.semantic, n_classes)

@@ -39,7 +39,7 @@ def check_source(scene: str, source: str) -> None:
     (the label-free sources need only the images)."""
     if source in MAP_FOLDERS and scene != "room" and not (Path(scene) / MAP_FOLDERS[source]).is_dir():
         raise ValueError(f"{source} needs the folder {Path(scene) / MAP_FOLDERS[source]}, which does not exist; "
-                         f"use a label-free source (consistent or segments), which needs only the images")
+                         f"use a label-free source (descriptors, consistent or segments), which needs only the images")
 
 
 def shape(cfg: ShapeConfig) -> dict:

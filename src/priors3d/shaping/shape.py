@@ -53,7 +53,7 @@ class ShapeConfig(RunConfig):
     maps; not ``segments``): the parts of an object seen from different sides are then pulled together."""
     balanced: bool = True
     """Draw those pixels evenly across the view's masks (each mask equally likely, void never), so that small
-    objects are anchors as often as walls; off: uniformly over the view. Mask pairs only."""
+    objects are anchors as often as walls; off: uniformly over the view. Mask pairs and descriptors."""
     lr: float = 2e-3
     lam: float = 1e-2
     """Weight of the InfoNCE term (the reference code's default)."""
@@ -62,11 +62,13 @@ class ShapeConfig(RunConfig):
     temperature: float = 1.0
     absolute: bool = True
     """Use ``|cos|`` between Jacobians (the reference code's choice)."""
-    pairs: Literal["consistent", "segments", "features", "semantic", "instance"] = "consistent"
-    """Positive pairs: same id of a label-free source computed from the training images and depth (the views' depth
-    maps, else the field's rendered depth; ``consistent``: segments associated across views in 3D; ``segments``:
-    per-view segments; see ``shaping.sources``); feature cosine (``features``: the scene's ``features/`` maps, e.g. DINO); or the ORACLE
-    ground-truth ``semantic`` / ``instance`` maps (dense labels of every training view: for comparison only)."""
+    pairs: Literal["descriptors", "consistent", "segments", "features", "semantic", "instance"] = "descriptors"
+    """Positive pairs. Label-free, computed from the training images and depth (the views' depth maps, else the
+    field's rendered depth; see ``shaping.sources``): ``descriptors``, feature cosine (as DINO features are used)
+    between the descriptors of the pixels' 3D segments, which makes like things alike (pixels drawn evenly across
+    those segments); ``consistent``, same 3D segment; ``segments``, same per-view segment. ``features``: cosine of
+    the scene's ``features/`` maps (e.g. DINO). ORACLE, for comparison only: the ground-truth ``semantic`` /
+    ``instance`` maps (dense labels of every training view)."""
     segments: SegmentConfig = field(default_factory=SegmentConfig)
     """Options of the label-free sources."""
     head: bool = True
@@ -76,7 +78,8 @@ class ShapeConfig(RunConfig):
     head_features: int = 64
     """Outputs of the shaping head (its Jacobians have three times as many numbers)."""
     feature_threshold: float = 0.7
-    """Starting cosine threshold for ``pairs=features``; adapted to keep 5-15 % positives."""
+    """Starting cosine threshold for ``pairs=descriptors`` and ``pairs=features``; adapted to keep 5-15 %
+    positives."""
     merge: float = 0.0
     """Mask corruption: probability that a mask is merged into another one of its view."""
     split: float = 0.0
@@ -128,9 +131,9 @@ class FieldShaper:
     """The engine's trainer for ``shape_field``: one step = one JacobiNeRF update of ``model``."""
 
     def __init__(self, model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig, masks: Tensor | None,
-                 generator: torch.Generator):
+                 features: Tensor | None, generator: torch.Generator):
         self.model, self.setup, self.cfg, self.masks, self.generator = model, setup, cfg, masks, generator
-        self.features = None if masks is not None else scene.train.features.flatten(1, 2)
+        self.features = None if features is None else features.flatten(1, 2)
         self.rays = view_rays(scene.train, setup)
         self.colours = scene.train.images.flatten(1, 2).float()
         if cfg.head:  # only the shaping head's body moves: density and colours stay those of the fitted field
@@ -152,7 +155,7 @@ class FieldShaper:
         view, pix = jacobian_batch(self.masks, n_views, n_pix, cfg, generator)
         jac = pixel_jacobians(self.model, *(r[view, pix] for r in self.rays), names=cfg.names, channel=cfg.channel,
                               **self.sampling)
-        if self.masks is None:
+        if self.features is not None:
             positives, self.threshold = adaptive_feature_pairs(self.features[view, pix], self.threshold)
         else:
             positives = mask_pairs(self.masks.flatten(1)[view, pix])
@@ -193,11 +196,11 @@ def shape_field(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig) 
                          f"use the label-free pairs=consistent or pairs=segments")
     with engine.start(cfg, "field shape") as run:
         psnr_before = held_out_psnr(model, setup, scene)
-        masks = pair_masks(model, setup, scene, cfg, run.generator)
+        masks, features = pair_sources(model, setup, scene, cfg, run.generator)
         if cfg.head and not model.config.shaping_features:
             model.add_shaping_head(cfg.head_features)  # drawn after the engine seeded the run
         model.train()
-        result = run.train(FieldShaper(model, setup, scene, cfg, masks, run.generator), cfg.iterations,
+        result = run.train(FieldShaper(model, setup, scene, cfg, masks, features, run.generator), cfg.iterations,
                            log_every=10, desc="shape")
         model.eval().requires_grad_(True)
         last = (run.read_metrics() or [{}])[-1]
@@ -208,18 +211,21 @@ def shape_field(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig) 
     return summary
 
 
-def pair_masks(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig,
-               generator: torch.Generator) -> Tensor | None:
-    """Mask ids ``[V, H, W]`` of the training views that ``cfg.pairs`` names (None for ``features``), damaged by
-    ``cfg.merge/split/noise``. The label-free sources read the images and the field's depth, never label maps."""
+def pair_sources(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig,
+                 generator: torch.Generator) -> tuple[Tensor | None, Tensor | None]:
+    """What ``cfg.pairs`` pairs the training views' pixels by: mask ids ``[V, H, W]`` (drawn evenly across; paired
+    by id unless there are features) and per-pixel features ``[V, H, W, D]`` (paired by cosine), each None where
+    unused. Masks are damaged by ``cfg.merge/split/noise`` (descriptors follow their damaged segment). The
+    label-free sources read the images and depth, never label maps."""
     if cfg.pairs == "features":
-        return None
-    if cfg.pairs in ("consistent", "segments"):
-        geometry = surface(model, setup, scene.train, cfg.segments.measured_depth)
-        masks = getattr(label_free_source(scene.train, geometry, setup.aabb, cfg.segments), cfg.pairs)
-    else:
-        masks = getattr(scene.train, cfg.pairs)
-    return corrupt_masks(masks, cfg.merge, cfg.split, cfg.noise, generator)
+        return None, scene.train.features
+    if cfg.pairs in ("semantic", "instance"):
+        return corrupt_masks(getattr(scene.train, cfg.pairs), cfg.merge, cfg.split, cfg.noise, generator), None
+    geometry = surface(model, setup, scene.train, cfg.segments.measured_depth)
+    source = label_free_source(scene.train, geometry, setup.aabb, cfg.segments)
+    masks = corrupt_masks(source.segments if cfg.pairs == "segments" else source.consistent, cfg.merge, cfg.split,
+                          cfg.noise, generator)
+    return masks, source.features(masks) if cfg.pairs == "descriptors" else None
 
 
 def held_out_psnr(model: NeRF, setup: FieldSetup, scene: Scene) -> float:

@@ -3,9 +3,9 @@ RGB-D sensor's, or the fitted field's rendered depth).
 
 - ``segments``: per-view graph-based segmentation (Felzenszwalb & Huttenlocher 2004) of colour and depth,
   a stand-in for SAM masks: ids mean nothing across views.
-- ``consistent``: those segments lifted to 3D with that depth, voted into a voxel grid and
-  associated across views when their voxel sets overlap (IoU above a threshold, union-find), a stand-in
-  for view-consistent DINO features: one id names the same surface region in every view.
+- ``consistent``: the views' surface fused into a voxel grid (with that depth) and cut by the same graph-based
+  segmentation on the voxels' normals and colours, as ScanNet segments its meshes; a stand-in for
+  view-consistent DINO features: one id names the same surface region in every view.
 - ``segment_lookup``: the baseline without Jacobians: a pixel gets the class of the click whose
   consistent segment it shares (test views look their segment up in the voxel grid).
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import sparse
+import torch.nn.functional as F
 from skimage.segmentation import felzenszwalb as skimage_felzenszwalb
 from torch import Tensor, nn
 
@@ -42,8 +42,14 @@ class SegmentConfig:
     """Segments smaller than this (pixels) join their most similar neighbour."""
     voxels: int = 64
     """Voxel grid cells along the longest side of the scene box (``consistent``)."""
-    iou: float = 0.2
-    """Two segments of different views get one id when their voxel sets overlap by this IoU (``consistent``)."""
+    surface_scale: float = 5.0
+    """Felzenszwalb's ``k`` on the voxel graph (``consistent``): larger gives larger 3D segments."""
+    colour_weight: float = 1.0
+    """Weight of two touching voxels' RGB distance next to their normals' ``1 - cos`` (``consistent``)."""
+    surface_min_size: int = 20
+    """3D segments smaller than this (voxels) join a neighbour (``consistent``)."""
+    descriptor_colour_weight: float = 0.5
+    """Weight of the mean colour among the standardised segment descriptors (``descriptors``)."""
     measured_depth: bool = True
     """Lift with the views' own depth maps when the scene has them (an RGB-D sensor; the procedural room renders
     them), else with the field's rendered depth. Off: always the rendered depth."""
@@ -114,73 +120,156 @@ def view_segments(images: Tensor, depth: Tensor, valid: Tensor, cfg: SegmentConf
                      cfg.depth_weight, valid[v].numpy()) for v in range(len(images))])).long()
 
 
-def voxel_index(points: Tensor, aabb: tuple[float, ...], voxels: int) -> Tensor:
-    """``[...]`` int64 flat voxel of ``points [..., 3]`` in a grid of ``voxels`` cells along the box's longest side."""
+def voxel_grid(aabb: tuple[float, ...], voxels: int) -> tuple[Tensor, float, Tensor]:
+    """The grid of ``voxels`` cells along the longest side of ``aabb``: its corner ``[3]``, cell size and cells
+    per axis ``[3]`` (int64)."""
     box = torch.tensor(aabb, dtype=torch.float64).reshape(2, 3)
     cell = float((box[1] - box[0]).max()) / voxels
-    dims = ((box[1] - box[0]) / cell).ceil().long().clamp_min(1)
-    ijk = ((points.double() - box[0]) / cell).floor().long()
-    ijk = torch.minimum(ijk.clamp_min(0), dims - 1)
+    return box[0], cell, ((box[1] - box[0]) / cell).ceil().long().clamp_min(1)
+
+
+def voxel_index(points: Tensor, aabb: tuple[float, ...], voxels: int) -> Tensor:
+    """``[...]`` int64 flat voxel of ``points [..., 3]`` in ``voxel_grid(aabb, voxels)``."""
+    corner, cell, dims = voxel_grid(aabb, voxels)
+    ijk = torch.minimum(((points.double() - corner) / cell).floor().long().clamp_min(0), dims - 1)
     return (ijk[..., 0] * dims[1] + ijk[..., 1]) * dims[2] + ijk[..., 2]
 
 
-def associate(segments: Tensor, voxel: Tensor, iou: float) -> tuple[Tensor, Tensor]:
-    """Ids shared across views: segments of different views whose voxel sets overlap by ``iou`` join (union-find).
+def voxel_neighbours(occupied: Tensor, dims: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Edges ``(a [E], b [E])`` between the sorted flat voxels ``occupied [N]`` that touch (26-neighbourhood),
+    as positions in ``occupied``; each edge once."""
+    if len(occupied) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    i, j, k = occupied // (dims[1] * dims[2]), (occupied // dims[2]) % dims[1], occupied % dims[2]
+    flat = occupied.numpy()
+    a, b = [], []
+    for di, dj, dk in ((di, dj, dk) for di in (-1, 0, 1) for dj in (-1, 0, 1) for dk in (-1, 0, 1)
+                       if (di, dj, dk) > (0, 0, 0)):  # half of the 26 offsets: each edge once
+        ni, nj, nk = i + di, j + dj, k + dk
+        inside = ((ni >= 0) & (ni < dims[0]) & (nj >= 0) & (nj < dims[1]) & (nk >= 0) & (nk < dims[2])).numpy()
+        target = ((ni * dims[1] + nj) * dims[2] + nk).numpy()
+        at = np.searchsorted(flat, target).clip(max=len(flat) - 1)
+        hit = inside & (flat[at] == target)
+        a.append(np.nonzero(hit)[0])
+        b.append(at[hit])
+    return np.concatenate(a), np.concatenate(b)
 
-    The IoU of segments ``A`` (view ``v``) and ``B`` (view ``w``) counts only voxels both views see,
-    ``|A ∩ B| / (|A ∩ seen(w)| + |B ∩ seen(v)| - |A ∩ B|)``, so a wall seen whole from far away and in part
-    from close by still matches. Pairs join in decreasing IoU, and only while the two groups hold no segment
-    of the same view, so one under-segmented view cannot chain two objects together.
 
-    Args:
-        segments: ``[V, H, W]`` per-view ids (-1 void); voxel: ``[V, H, W]`` flat voxel of each pixel.
+def graph_segments(n: int, a: np.ndarray, b: np.ndarray, weight: np.ndarray, scale: float,
+                   min_size: int) -> np.ndarray:
+    """Felzenszwalb & Huttenlocher's segmentation of a graph of ``n`` nodes with edges ``(a, b)`` of ``weight``
+    (all ``[E]``): ids ``[n]`` ``0..S-1``.
 
-    Returns:
-        ``[V, H, W]`` global ids ``0..K-1`` (-1 void) and ``vote [n_voxels_seen, 2]``: each voxel that a pixel
-        lands in and the global id most of its pixels have (for looking up new views).
+    Edges are visited lightest first; two components merge when the edge is no heavier than both components'
+    largest internal (spanning-tree) edge plus ``scale / size``; components under ``min_size`` nodes then join
+    a neighbour along the lightest edges. (scikit-image has this for image grids only.)
     """
-    valid = segments >= 0
-    offsets = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long),
-                                      segments.flatten(1).amax(1).clamp_min(-1) + 1]), 0)
-    seg = (segments + offsets[:-1, None, None])[valid].numpy()  # unique id per (view, segment)
-    vox = voxel[valid].numpy()
-    n_seg = int(offsets[-1])
-    _, vox = np.unique(vox, return_inverse=True)
-    incidence = sparse.csr_matrix((np.ones(len(seg)), (seg, vox)), shape=(n_seg, int(vox.max(initial=-1)) + 1))
-    incidence.data[:] = 1.0  # csr summed the duplicate (segment, voxel) pairs: back to 0/1 (voxel sets)
-    view_of = np.searchsorted(offsets.numpy(), np.arange(n_seg), side="right") - 1
-    seen = sparse.csr_matrix((np.ones(n_seg), (view_of, np.arange(n_seg))), shape=(len(segments), n_seg)) @ incidence
-    seen.data[:] = 1.0  # [V, voxels]: the voxels each view sees
-    covisible = (incidence @ seen.T).toarray()  # [segments, V]: voxels of each segment that each view sees
-    overlap = (incidence @ incidence.T).tocoo()
-    a, b, inter = overlap.row, overlap.col, overlap.data
-    union = covisible[a, view_of[b]] + covisible[b, view_of[a]] - inter  # within the voxels both views see
-    score = inter / np.maximum(union, 1)
-    keep = (a < b) & (view_of[a] != view_of[b]) & (score >= iou)
-    order = np.argsort(-score[keep], kind="stable")
-    parent, views = list(range(n_seg)), [1 << int(v) for v in view_of]  # views: bit mask of a group's views
-    for i, j in zip(a[keep][order].tolist(), b[keep][order].tolist()):
+    order = np.argsort(weight, kind="stable")
+    a, b, weight = a[order].tolist(), b[order].tolist(), weight[order].tolist()
+    parent, size, internal = list(range(n)), [1] * n, [0.0] * n
+    for i, j, w in zip(a, b, weight):
         ri, rj = _find(parent, i), _find(parent, j)
-        if ri != rj and not views[ri] & views[rj]:  # at most one segment per view in a group: no chains
-            ri, rj = min(ri, rj), max(ri, rj)
-            parent[rj], views[ri] = ri, views[ri] | views[rj]
-    roots = np.array([_find(parent, i) for i in range(n_seg)])
-    _, global_ids = np.unique(roots, return_inverse=True)
-    out = torch.full_like(segments, -1)
-    out[valid] = torch.from_numpy(global_ids[seg]).long()
-    return out, voxel_votes(voxel[valid], out[valid])
+        if ri != rj and w <= min(internal[ri] + scale / size[ri], internal[rj] + scale / size[rj]):
+            parent[rj], size[ri], internal[ri] = ri, size[ri] + size[rj], w
+    for i, j in zip(a, b):
+        ri, rj = _find(parent, i), _find(parent, j)
+        if ri != rj and min(size[ri], size[rj]) < min_size:
+            parent[rj], size[ri] = ri, size[ri] + size[rj]
+    return np.unique([_find(parent, i) for i in range(n)], return_inverse=True)[1]
 
 
-def voxel_votes(voxel: Tensor, ids: Tensor) -> Tensor:
-    """``[n, 2]`` rows ``(voxel, id)``: for each voxel of ``voxel [N]``, the most frequent of ``ids [N]`` there."""
-    if voxel.numel() == 0:
-        return torch.zeros(0, 2, dtype=torch.long)
-    pairs, counts = torch.unique(torch.stack([voxel, ids], 1), dim=0, return_counts=True)
-    order = np.lexsort((-counts.numpy(), pairs[:, 0].numpy()))  # by voxel, most votes first
-    pairs = pairs[torch.from_numpy(order)]
-    first = torch.ones(len(pairs), dtype=torch.bool)
-    first[1:] = pairs[1:, 0] != pairs[:-1, 0]
-    return pairs[first]
+def surface_normals(points: Tensor, origins: Tensor) -> Tensor:
+    """Unit normals ``[V, H, W, 3]`` of the surface ``points [V, H, W, 3]`` seen from ``origins [V, 3]``, facing
+    the camera: the cross product of the steps to the image neighbours, taking along each image axis the
+    shorter of the two one-sided steps, so that a pixel on an occluding edge uses the surface it lies on."""
+    p = points.double()
+
+    def step(axis: int) -> Tensor:
+        ahead, behind = p.roll(-1, axis) - p, p - p.roll(1, axis)
+        return torch.where((ahead.norm(dim=-1) < behind.norm(dim=-1))[..., None], ahead, behind)
+
+    normals = F.normalize(torch.cross(step(2), step(1), dim=-1), dim=-1)
+    away = ((p - origins[:, None, None].double()) * normals).sum(-1) > 0
+    return torch.where(away[..., None], -normals, normals)
+
+
+@dataclass
+class FusedSurface:
+    """Views' surface fused into a voxel grid: the sorted flat voxels that pixels land in, ``occupied [N]``, and
+    each one's mean ``position``, unit ``normal`` and ``colour`` (``[N, 3]`` float64); ``voxel [V, H, W]`` is
+    each pixel's flat voxel and ``inverse`` each valid pixel's row in ``occupied``."""
+
+    voxel: Tensor
+    valid: Tensor
+    occupied: Tensor
+    inverse: Tensor
+    position: np.ndarray
+    normal: np.ndarray
+    colour: np.ndarray
+
+
+def fuse_surface(views: Views, geometry: tuple[Tensor, Tensor, Tensor], aabb: tuple[float, ...],
+                 voxels: int) -> FusedSurface:
+    """Fuse the pixels of ``views`` at ``geometry`` (ray depth, points, valid) into ``voxel_grid(aabb, voxels)``."""
+    _, points, valid = geometry
+    voxel = voxel_index(points, aabb, voxels)
+    occupied, inverse = torch.unique(voxel[valid], return_inverse=True)
+    counts = np.bincount(inverse.numpy(), minlength=len(occupied))[:, None]
+
+    def mean(values: Tensor) -> np.ndarray:  # [valid pixels, 3] -> [N, 3]
+        total = torch.zeros(len(occupied), 3, dtype=torch.float64).index_add_(0, inverse, values.double())
+        return total.numpy() / counts
+
+    normal = mean(surface_normals(points, views.c2w[:, :3, 3])[valid])
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True).clip(min=1e-12)
+    return FusedSurface(voxel, valid, occupied, inverse, mean(points[valid]), normal, mean(views.images[valid]))
+
+
+def surface_segments(surface: FusedSurface, dims: Tensor, cfg: SegmentConfig) -> np.ndarray:
+    """``consistent``: the segment ``[N]`` of each voxel of ``surface`` (cells per axis ``dims``), as ScanNet
+    segments its meshes, so that one id names the same surface region in every view.
+
+    Touching voxels are joined by edges weighing ``1 - cos`` of their normals (squared where the surface bends
+    outwards, so that convex objects hold together while concave creases, where one thing rests on or against
+    another, part them) plus ``cfg.colour_weight`` times their RGB distance; ``graph_segments`` cuts that graph.
+    """
+    a, b = voxel_neighbours(surface.occupied, dims)
+    position, normal = surface.position, surface.normal
+    bend = 1.0 - (normal[a] * normal[b]).sum(1)
+    convex = ((position[b] - position[a]) * (normal[b] - normal[a])).sum(1) > 0
+    weight = (np.where(convex, bend ** 2, bend)
+              + cfg.colour_weight * np.linalg.norm(surface.colour[a] - surface.colour[b], axis=1))
+    return graph_segments(len(surface.occupied), a, b, weight, cfg.surface_scale, cfg.surface_min_size)
+
+
+DESCRIPTOR_NAMES = ("facing up", "facing down", "facing sideways", "bottom height", "top height",
+                    "horizontal extent", "log size", "red", "green", "blue")
+
+
+def segment_descriptors(surface: FusedSurface, segment: np.ndarray, aabb: tuple[float, ...],
+                        colour_weight: float) -> Tensor:
+    """``descriptors``: what kind of thing each segment ``0..S-1`` of ``segment [N]`` is, ``[S, 10]`` float32, a
+    stand-in for the semantic similarity of DINO features (like things get like rows).
+
+    Per segment, from its voxels (``DESCRIPTOR_NAMES``), with +z as up (the room's, nerfstudio's oriented captures'):
+    the fractions facing up, down (``|n_z| > 0.7``) and sideways; its bottom and top heights above the box floor
+    (5th and 95th percentiles); its horizontal extent (standard deviation along its main horizontal axis); the log
+    of its voxel count; its mean RGB. Each column is standardised over the segments, then the colour columns are
+    scaled by ``colour_weight`` (objects of one kind come in several colours).
+    """
+    floor = aabb[2]
+    rows = []
+    for s in range(int(segment.max(initial=-1)) + 1):
+        mine = segment == s
+        position, up = surface.position[mine], surface.normal[mine, 2]
+        spread = np.cov(position[:, :2].T) if mine.sum() > 1 else np.zeros((2, 2))
+        rows.append([(up > 0.7).mean(), (up < -0.7).mean(), (np.abs(up) <= 0.7).mean(),
+                     *(np.percentile(position[:, 2], [5, 95]) - floor), np.sqrt(np.linalg.eigvalsh(spread)[-1]),
+                     np.log(mine.sum()), *surface.colour[mine].mean(0)])
+    table = np.array(rows, dtype=np.float64).reshape(-1, len(DESCRIPTOR_NAMES))
+    table = (table - table.mean(0)) / table.std(0).clip(min=1e-6)
+    table[:, -3:] *= colour_weight
+    return torch.from_numpy(table).float()
 
 
 def lookup(votes: Tensor, voxel: Tensor, valid: Tensor) -> Tensor:
@@ -194,34 +283,62 @@ def lookup(votes: Tensor, voxel: Tensor, valid: Tensor) -> Tensor:
 
 @dataclass
 class LabelFree:
-    """A label-free source computed for the training views: ``segments`` and ``consistent`` ids ``[V, H, W]`` and
-    the voxel votes of the consistent ids (``associate``) in a grid of ``voxels`` cells over ``aabb``."""
+    """A label-free source computed for the training views: ``segments`` and ``consistent`` ids ``[V, H, W]``,
+    the voxel votes ``[N, 2]`` (voxel, consistent id) in a grid of ``voxels`` cells over ``aabb``, and the
+    consistent segments' ``descriptors [S, D]``."""
 
     segments: Tensor
     consistent: Tensor
     votes: Tensor
+    descriptors: Tensor
     aabb: tuple[float, ...]
     voxels: int
+
+    def features(self, ids: Tensor | None = None) -> Tensor:
+        """``descriptors``: per-pixel features ``[..., D]`` of consistent ids ``[...]`` (the training views' when
+        None), the descriptor of the pixel's segment; 0 (pairs with nothing) where the id is -1 or names no segment
+        (a part split off by ``corrupt_masks``)."""
+        ids = self.consistent if ids is None else ids
+        known = (ids >= 0) & (ids < len(self.descriptors))
+        return torch.where(known[..., None], self.descriptors[torch.where(known, ids, 0)], 0.0)
+
+    def ids_of(self, geometry: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        """Consistent ids ``[V, H, W]`` of other views at ``geometry``, looked up in the voxel grid (-1: none)."""
+        _, points, valid = geometry
+        return lookup(self.votes, voxel_index(points, self.aabb, self.voxels), valid)
 
 
 def label_free_source(views: Views, geometry: tuple[Tensor, Tensor, Tensor], aabb: tuple[float, ...],
                       cfg: SegmentConfig) -> LabelFree:
-    """Both label-free sources of ``views`` from their images and ``geometry`` (``surface`` or
+    """The label-free sources of ``views`` from their images and ``geometry`` (``surface`` or
     ``rendered_geometry``: ray depth, points, valid); no label maps."""
-    depth, points, valid = geometry
-    segments = view_segments(views.images, depth, valid, cfg)
-    consistent, votes = associate(segments, voxel_index(points, aabb, cfg.voxels), cfg.iou)
-    return LabelFree(segments, consistent, votes, aabb, cfg.voxels)
+    depth, _, valid = geometry
+    fused = fuse_surface(views, geometry, aabb, cfg.voxels)
+    segment = surface_segments(fused, voxel_grid(aabb, cfg.voxels)[2], cfg)
+    consistent = torch.full_like(fused.voxel, -1)
+    consistent[fused.valid] = torch.from_numpy(segment)[fused.inverse]
+    return LabelFree(view_segments(views.images, depth, valid, cfg), consistent,
+                     torch.stack([fused.occupied, torch.from_numpy(segment)], 1),
+                     segment_descriptors(fused, segment, aabb, cfg.descriptor_colour_weight), aabb, cfg.voxels)
 
 
 def segment_lookup(source: LabelFree, geometry: tuple[Tensor, Tensor, Tensor], clicks: list[Click]) -> Tensor:
-    """The baseline without Jacobians: labels ``[V, H, W]`` of target views with ``geometry`` (their surface, as
-    in ``label_free_source``): each pixel looks its consistent id up in the voxel grid and takes the class of the
-    click (in the training views) with that id; ``-1`` where no click's segment reaches."""
-    _, points, valid = geometry
-    ids = lookup(source.votes, voxel_index(points, source.aabb, source.voxels), valid)
+    """The baseline without Jacobians for ``consistent``: labels ``[V, H, W]`` of target views with ``geometry``
+    (their surface, as in ``label_free_source``): each pixel takes the class of the click (in the training views)
+    whose consistent id it shares; ``-1`` where no click's segment reaches."""
+    ids = source.ids_of(geometry)
     labels = click_labels(clicks)
     clicked = torch.stack([source.consistent[c.view, c.y, c.x] for c in clicks])
     table = torch.full((int(max(int(ids.max()), int(clicked.max()))) + 2,), -1, dtype=torch.long)
     table[clicked[clicked >= 0]] = labels[clicked >= 0]  # a segment clicked twice keeps its last click's class
     return table[ids]
+
+
+def descriptor_lookup(source: LabelFree, geometry: tuple[Tensor, Tensor, Tensor], clicks: list[Click]) -> Tensor:
+    """The baseline without Jacobians for ``descriptors``: each pixel of the target views takes the class of the
+    click whose segment's descriptor is nearest by cosine (``-1`` where the pixel has no segment)."""
+    ids = source.ids_of(geometry)
+    clicked = torch.stack([source.consistent[c.view, c.y, c.x] for c in clicks])
+    cosine = (F.normalize(source.features(ids), dim=-1)
+              @ F.normalize(source.features(clicked), dim=-1).T)
+    return torch.where(ids >= 0, click_labels(clicks)[cosine.argmax(-1)], -1)
