@@ -4,9 +4,9 @@ Fits a NeRF (or reuses ``--fit-run``), then, from the same clicks (one per class
 most classes), labels every test view with: the unshaped field's Jacobians; fields shaped with each label-free pair
 source (the 3D segments' ``descriptors``, lifted with the views' depth maps or with the field's rendered depth; the
 ``consistent`` 3D segments; per-view ``segments``); the lookup baselines without Jacobians (segment and descriptor
-lookup); a Semantic-NeRF-style head trained on the clicks; and ORACLE rows shaped with the ground-truth class maps. Every shaped row reports the held-out PSNR before and after
-shaping. Writes the ``shaping-propagation`` section of docs/results.md; the label-free shaped run is kept in
-``<out>/shape`` (``bench/recolor.py`` reads it).
+lookup); a Semantic-NeRF-style head trained on the clicks; and ORACLE rows shaped with the ground-truth class maps.
+Every shaped row reports the held-out PSNR before and after shaping. Writes the ``shaping-propagation`` section of
+docs/results.md; the label-free shaped run is kept in ``<out>/shape`` (``bench/recolor.py`` reads it).
 
     PYTHONPATH=src .venv/bin/python bench/propagation.py --out runs/bench-propagation
 """

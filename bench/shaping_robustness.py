@@ -1,10 +1,10 @@
 """Robustness of label-free JacobiNeRF shaping to corrupted segments: merged, split and noisy masks.
 
-Shapes copies of one fitted NeRF with the pairs taken from the label-free source (the default
-``pairs=descriptors``: the descriptors of the pixels' 3D segments) after the segments are damaged by ``corrupt_masks``
-(merge: a wrong association, the pixels take another segment's descriptor; split: an unmatched part, which loses its
-descriptor; noise: random ids) and propagates the same sparse clicks (one per class, first order) to the test views. The clicks and
-the evaluation use the ground-truth class maps; the shaping never sees them. Writes the ``shaping-robustness``
+Shapes copies of one fitted NeRF with the pairs taken from the label-free source (the default ``pairs=descriptors``:
+the descriptors of the pixels' 3D segments) after the segments are damaged by ``corrupt_masks`` (merge: a wrong
+association, the pixels take another segment's descriptor; split: an unmatched part, which loses its descriptor;
+noise: random ids) and propagates the same sparse clicks (one per class, first order) to the test views. The clicks
+and the evaluation use the ground-truth class maps; the shaping never sees them. Writes the ``shaping-robustness``
 section of docs/results.md.
 
     PYTHONPATH=src .venv/bin/python bench/shaping_robustness.py --fit-run runs/bench-propagation/fit

@@ -48,9 +48,10 @@ class ShapeConfig(RunConfig):
     jacobian_rays: int = 256
     """Pixels per step whose Jacobians enter the InfoNCE loss (split evenly over ``views_per_step`` views)."""
     views_per_step: int = 1
-    """Training views those pixels come from. Above 1, pixels of different views pair up by mask id, which
-    needs ids that mean the same object or class in every view (``consistent`` segments, semantic or instance
-    maps; not ``segments``): the parts of an object seen from different sides are then pulled together."""
+    """Training views those pixels come from. Above 1, pixels of different views pair up (by mask id or
+    descriptor), which needs ids that mean the same object or class in every view (``descriptors``, ``consistent``,
+    semantic or instance maps; not ``segments``): the parts of an object seen from different sides are then
+    pulled together."""
     balanced: bool = True
     """Draw those pixels evenly across the view's masks (each mask equally likely, void never), so that small
     objects are anchors as often as walls; off: uniformly over the view. Mask pairs and descriptors."""
@@ -190,10 +191,10 @@ def shape_field(model: NeRF, setup: FieldSetup, scene: Scene, cfg: ShapeConfig) 
                          f"got {cfg.views_per_step}")
     if cfg.pairs == "features" and scene.train.features is None:
         raise ValueError("pairs=features needs per-pixel features [V, H, W, D] loaded with the scene (a features/ "
-                         "folder); use the label-free pairs=consistent or pairs=segments")
+                         "folder); use a label-free source: pairs=descriptors (the default), consistent or segments")
     if cfg.pairs in ("semantic", "instance") and getattr(scene.train, cfg.pairs) is None:
         raise ValueError(f"pairs={cfg.pairs} (oracle) needs {cfg.pairs} maps [V, H, W] in the scene's training views; "
-                         f"use the label-free pairs=consistent or pairs=segments")
+                         f"use a label-free source: pairs=descriptors (the default), consistent or segments")
     with engine.start(cfg, "field shape") as run:
         psnr_before = held_out_psnr(model, setup, scene)
         masks, features = pair_sources(model, setup, scene, cfg, run.generator)

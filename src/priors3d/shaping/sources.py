@@ -4,10 +4,13 @@ RGB-D sensor's, or the fitted field's rendered depth).
 - ``segments``: per-view graph-based segmentation (Felzenszwalb & Huttenlocher 2004) of colour and depth,
   a stand-in for SAM masks: ids mean nothing across views.
 - ``consistent``: the views' surface fused into a voxel grid (with that depth) and cut by the same graph-based
-  segmentation on the voxels' normals and colours, as ScanNet segments its meshes; a stand-in for
-  view-consistent DINO features: one id names the same surface region in every view.
-- ``segment_lookup``: the baseline without Jacobians: a pixel gets the class of the click whose
-  consistent segment it shares (test views look their segment up in the voxel grid).
+  segmentation on the voxels' normals and colours, as ScanNet segments its meshes: one id names the same
+  surface region in every view.
+- ``descriptors``: what kind of thing each of those 3D segments is (heights, facing, extent, size, colour), a
+  stand-in for the semantic similarity of DINO features: pixels pair by the cosine of their segments'.
+- ``segment_lookup`` and ``descriptor_lookup``: the baselines without Jacobians: a pixel gets the class of the
+  click whose 3D segment it shares, or whose segment's descriptor is nearest (test views look their segment up
+  in the voxel grid).
 
 Nothing here reads label maps. Ids are ``[V, H, W]`` int64, ``-1`` where the depth is unknown (a rendered
 opacity below 0.5). Everything is deterministic (no random draws).
@@ -251,7 +254,7 @@ def segment_descriptors(surface: FusedSurface, segment: np.ndarray, aabb: tuple[
     """``descriptors``: what kind of thing each segment ``0..S-1`` of ``segment [N]`` is, ``[S, 10]`` float32, a
     stand-in for the semantic similarity of DINO features (like things get like rows).
 
-    Per segment, from its voxels (``DESCRIPTOR_NAMES``), with +z as up (the room's, nerfstudio's oriented captures'):
+    Per segment, from its voxels (``DESCRIPTOR_NAMES``), with +z as up (as in the room and oriented captures):
     the fractions facing up, down (``|n_z| > 0.7``) and sideways; its bottom and top heights above the box floor
     (5th and 95th percentiles); its horizontal extent (standard deviation along its main horizontal axis); the log
     of its voxel count; its mean RGB. Each column is standardised over the segments, then the colour columns are
@@ -262,12 +265,13 @@ def segment_descriptors(surface: FusedSurface, segment: np.ndarray, aabb: tuple[
     for s in range(int(segment.max(initial=-1)) + 1):
         mine = segment == s
         position, up = surface.position[mine], surface.normal[mine, 2]
-        spread = np.cov(position[:, :2].T) if mine.sum() > 1 else np.zeros((2, 2))
+        spread = np.linalg.eigvalsh(np.cov(position[:, :2].T) if mine.sum() > 1 else np.zeros((2, 2)))[-1]
         rows.append([(up > 0.7).mean(), (up < -0.7).mean(), (np.abs(up) <= 0.7).mean(),
-                     *(np.percentile(position[:, 2], [5, 95]) - floor), np.sqrt(np.linalg.eigvalsh(spread)[-1]),
+                     *(np.percentile(position[:, 2], [5, 95]) - floor), np.sqrt(max(spread, 0.0)),
                      np.log(mine.sum()), *surface.colour[mine].mean(0)])
     table = np.array(rows, dtype=np.float64).reshape(-1, len(DESCRIPTOR_NAMES))
-    table = (table - table.mean(0)) / table.std(0).clip(min=1e-6)
+    if len(table):
+        table = (table - table.mean(0)) / table.std(0).clip(min=1e-6)
     table[:, -3:] *= colour_weight
     return torch.from_numpy(table).float()
 
