@@ -17,8 +17,8 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/priors3d demo rotation
-	$(VENV)/bin/priors3d demo field
+	$(VENV)/bin/priors3d demo rotation --threads 1
+	$(VENV)/bin/priors3d demo field --threads 1
 
 # The viewer's browser test drives Debian's Chromium (Playwright cannot download browsers here).
 test: install
