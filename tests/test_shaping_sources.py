@@ -125,6 +125,9 @@ def test_descriptors_make_like_surfaces_alike_and_lookup_follows_them():
     assert float(unit[first] @ unit[second]) > float(unit[first] @ unit[ground]) + 0.5
     labels = descriptor_lookup(source, geometry, [Click(0, 30, 10, 4), Click(0, 30, 50, 7)])
     assert (labels[1, :25] == 4).all() and (labels[:, 35:] == 7).all()
+    colour_only = label_free_source(views, geometry, BOX, replace(COARSE, descriptor_weights=(0, 0, 0, 0, 1)))
+    assert (colour_only.descriptors[:, :7] == 0).all() and torch.equal(colour_only.descriptors[:, 7:],
+                                                                      source.descriptors[:, 7:] * 2)
 
 
 def test_segment_lookup_gives_each_pixel_its_segments_click():

@@ -51,8 +51,9 @@ class SegmentConfig:
     """Weight of two touching voxels' RGB distance next to their normals' ``1 - cos`` (``consistent``)."""
     surface_min_size: int = 20
     """3D segments smaller than this (voxels) join a neighbour (``consistent``)."""
-    descriptor_colour_weight: float = 0.5
-    """Weight of the mean colour among the standardised segment descriptors (``descriptors``)."""
+    descriptor_weights: tuple[float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 0.5)
+    """Weights of the standardised descriptor columns (``descriptors``): facing, heights, horizontal extent, size,
+    colour (colour counts half: objects of one kind come in several colours)."""
     measured_depth: bool = True
     """Lift with the views' own depth maps when the scene has them (an RGB-D sensor; the procedural room renders
     them), else with the field's rendered depth. Off: always the rendered depth."""
@@ -247,18 +248,20 @@ def surface_segments(surface: FusedSurface, dims: Tensor, cfg: SegmentConfig) ->
 
 DESCRIPTOR_NAMES = ("facing up", "facing down", "facing sideways", "bottom height", "top height",
                     "horizontal extent", "log size", "red", "green", "blue")
+DESCRIPTOR_GROUPS = (3, 2, 1, 1, 3)
+"""Columns of ``DESCRIPTOR_NAMES`` per weight of ``SegmentConfig.descriptor_weights``."""
 
 
 def segment_descriptors(surface: FusedSurface, segment: np.ndarray, aabb: tuple[float, ...],
-                        colour_weight: float) -> Tensor:
+                        weights: tuple[float, float, float, float, float]) -> Tensor:
     """``descriptors``: what kind of thing each segment ``0..S-1`` of ``segment [N]`` is, ``[S, 10]`` float32, a
     stand-in for the semantic similarity of DINO features (like things get like rows).
 
     Per segment, from its voxels (``DESCRIPTOR_NAMES``), with +z as up (as in the room and oriented captures):
     the fractions facing up, down (``|n_z| > 0.7``) and sideways; its bottom and top heights above the box floor
     (5th and 95th percentiles); its horizontal extent (standard deviation along its main horizontal axis); the log
-    of its voxel count; its mean RGB. Each column is standardised over the segments, then the colour columns are
-    scaled by ``colour_weight`` (objects of one kind come in several colours).
+    of its voxel count; its mean RGB. Each column is standardised over the segments, then scaled by its group's
+    weight in ``weights`` (facing, heights, extent, size, colour).
     """
     floor = aabb[2]
     rows = []
@@ -272,8 +275,7 @@ def segment_descriptors(surface: FusedSurface, segment: np.ndarray, aabb: tuple[
     table = np.array(rows, dtype=np.float64).reshape(-1, len(DESCRIPTOR_NAMES))
     if len(table):
         table = (table - table.mean(0)) / table.std(0).clip(min=1e-6)
-    table[:, -3:] *= colour_weight
-    return torch.from_numpy(table).float()
+    return torch.from_numpy(table * np.repeat(weights, DESCRIPTOR_GROUPS)).float()
 
 
 def lookup(votes: Tensor, voxel: Tensor, valid: Tensor) -> Tensor:
@@ -323,7 +325,7 @@ def label_free_source(views: Views, geometry: tuple[Tensor, Tensor, Tensor], aab
     consistent[fused.valid] = torch.from_numpy(segment)[fused.inverse]
     return LabelFree(view_segments(views.images, depth, valid, cfg), consistent,
                      torch.stack([fused.occupied, torch.from_numpy(segment)], 1),
-                     segment_descriptors(fused, segment, aabb, cfg.descriptor_colour_weight), aabb, cfg.voxels)
+                     segment_descriptors(fused, segment, aabb, cfg.descriptor_weights), aabb, cfg.voxels)
 
 
 def segment_lookup(source: LabelFree, geometry: tuple[Tensor, Tensor, Tensor], clicks: list[Click]) -> Tensor:
