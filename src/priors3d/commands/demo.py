@@ -88,9 +88,9 @@ def field(config: FieldDemoConfig) -> dict:
     """Room → NeRF fit → label-free Jacobian shaping → one click per class propagated; mIoU before and after.
 
     The shaping pairs come from a label-free source of the training images and depth (``ShapeConfig`` defaults), a
-    shaping head keeps the field's appearance; the ground-truth class maps only give the clicks and the scores. ``quick``
-    uses small budgets (minutes on two CPU cores); otherwise those of ``bench/propagation.py``. Prints the time of
-    each part.
+    shaping head keeps the field's appearance; the ground-truth class maps only give the clicks and the scores.
+    ``quick`` uses small budgets (minutes on two CPU cores); otherwise those of ``bench/propagation.py``. Prints the
+    time of each part.
     """
     start = time.perf_counter()
     scene = generate_room(RoomConfig(seed=0))

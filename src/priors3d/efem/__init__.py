@@ -17,9 +17,8 @@ __all__ = [
     "CATEGORIES", "Code", "EFEMTrainConfig", "EMConfig", "Instance", "LAYOUTS", "PARAMETERS", "PointNetEncoder",
     "PriorTrainer", "ScanPool", "SDFDecoder", "SceneConfig", "Segmentation", "ShapePrior", "THRESHOLDS",
     "TabletopScene", "VNEncoder", "average_precision", "build_prior", "dbscan_instances", "em_method",
-    "evaluate_layouts", "evaluate_prior",
-    "instance_ap", "load_prior", "make_scene", "masks_to_labels", "merge_duplicates", "mesh_picture", "normalise",
-    "object_scans", "object_sdf", "pinhole_rays", "prior_mesh", "sample_params", "scene_seed", "sdf_box",
-    "sdf_cylinder", "sdf_queries", "sdf_torus", "segment", "segmentation_picture", "sphere_trace", "surface_points",
-    "train_prior", "view_eyes",
+    "evaluate_layouts", "evaluate_prior", "instance_ap", "load_prior", "make_scene", "masks_to_labels",
+    "merge_duplicates", "mesh_picture", "normalise", "object_scans", "object_sdf", "pinhole_rays", "prior_mesh",
+    "sample_params", "scene_seed", "sdf_box", "sdf_cylinder", "sdf_queries", "sdf_torus", "segment",
+    "segmentation_picture", "sphere_trace", "surface_points", "train_prior", "view_eyes",
 ]

@@ -199,10 +199,11 @@ def surface_normals(points: Tensor, origins: Tensor) -> Tensor:
 
 @dataclass
 class FusedSurface:
-    """Views' surface fused into a voxel grid: the sorted flat voxels that pixels land in, ``occupied [N]``, and
-    each one's mean ``position``, unit ``normal`` and ``colour`` (``[N, 3]`` float64); ``voxel [V, H, W]`` is
-    each pixel's flat voxel and ``inverse`` each valid pixel's row in ``occupied``."""
+    """Views' surface fused into a voxel grid of ``dims [3]`` cells: the sorted flat voxels that pixels land in,
+    ``occupied [N]``, and each one's mean ``position``, unit ``normal`` and ``colour`` (``[N, 3]`` float64);
+    ``voxel [V, H, W]`` is each pixel's flat voxel and ``inverse`` each valid pixel's row in ``occupied``."""
 
+    dims: Tensor
     voxel: Tensor
     valid: Tensor
     occupied: Tensor
@@ -226,18 +227,19 @@ def fuse_surface(views: Views, geometry: tuple[Tensor, Tensor, Tensor], aabb: tu
 
     normal = mean(surface_normals(points, views.c2w[:, :3, 3])[valid])
     normal /= np.linalg.norm(normal, axis=1, keepdims=True).clip(min=1e-12)
-    return FusedSurface(voxel, valid, occupied, inverse, mean(points[valid]), normal, mean(views.images[valid]))
+    return FusedSurface(voxel_grid(aabb, voxels)[2], voxel, valid, occupied, inverse, mean(points[valid]), normal,
+                        mean(views.images[valid]))
 
 
-def surface_segments(surface: FusedSurface, dims: Tensor, cfg: SegmentConfig) -> np.ndarray:
-    """``consistent``: the segment ``[N]`` of each voxel of ``surface`` (cells per axis ``dims``), as ScanNet
+def surface_segments(surface: FusedSurface, cfg: SegmentConfig) -> np.ndarray:
+    """``consistent``: the segment ``[N]`` of each voxel of ``surface``, as ScanNet
     segments its meshes, so that one id names the same surface region in every view.
 
     Touching voxels are joined by edges weighing ``1 - cos`` of their normals (squared where the surface bends
     outwards, so that convex objects hold together while concave creases, where one thing rests on or against
     another, part them) plus ``cfg.colour_weight`` times their RGB distance; ``graph_segments`` cuts that graph.
     """
-    a, b = voxel_neighbours(surface.occupied, dims)
+    a, b = voxel_neighbours(surface.occupied, surface.dims)
     position, normal = surface.position, surface.normal
     bend = 1.0 - (normal[a] * normal[b]).sum(1)
     convex = ((position[b] - position[a]) * (normal[b] - normal[a])).sum(1) > 0
@@ -320,7 +322,7 @@ def label_free_source(views: Views, geometry: tuple[Tensor, Tensor, Tensor], aab
     ``rendered_geometry``: ray depth, points, valid); no label maps."""
     depth, _, valid = geometry
     fused = fuse_surface(views, geometry, aabb, cfg.voxels)
-    segment = surface_segments(fused, voxel_grid(aabb, cfg.voxels)[2], cfg)
+    segment = surface_segments(fused, cfg)
     consistent = torch.full_like(fused.voxel, -1)
     consistent[fused.valid] = torch.from_numpy(segment)[fused.inverse]
     return LabelFree(view_segments(views.images, depth, valid, cfg), consistent,
