@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
 
 from priors3d.fields.scenes import RoomConfig, generate_room  # noqa: E402
-from priors3d.fields.fit import FitConfig, fit_nerf  # noqa: E402
+from priors3d.fields.fit import PROPOSAL_SAMPLING, FitConfig, fit_nerf  # noqa: E402
 from priors3d.runs import RunDir  # noqa: E402
 
 
@@ -46,7 +46,8 @@ def main(bench: Bench) -> None:
     scene = generate_room(RoomConfig())
     scene_s = time.perf_counter() - start
     cfg = FitConfig(scene=Path("room"), out=bench.out, iterations=bench.iterations, eval_every=bench.eval_every,
-                    checkpoint_every=bench.eval_every, time_budget_s=bench.budget_s, overwrite=True)
+                    checkpoint_every=bench.eval_every, time_budget_s=bench.budget_s, overwrite=True,
+                    **PROPOSAL_SAMPLING)
     summary = fit_nerf(scene, cfg)
     curve = RunDir(bench.out).read_metrics()
     reached = next((r for r in curve if r["psnr"] >= bench.target_db), None)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from priors3d.fields.scenes import RoomConfig, generate_room  # noqa: E402
-from priors3d.fields.fit import FitConfig, fit_nerf, load_field  # noqa: E402
+from priors3d.fields.fit import PROPOSAL_SAMPLING, FitConfig, fit_nerf, load_field  # noqa: E402
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser, out: str) -> None:
@@ -27,6 +27,7 @@ def room_and_field(args: argparse.Namespace):
     fit_run = args.fit_run or args.out / "fit"
     if args.fit_run is None:
         fit_nerf(scene, FitConfig(scene=Path("room"), out=fit_run, iterations=args.fit_iterations,
-                                  batch_rays=2048, eval_every=10**9, picture_views=1, overwrite=True))
+                                  batch_rays=2048, eval_every=10**9, picture_views=1, overwrite=True,
+                                  **PROPOSAL_SAMPLING))
     field, setup = load_field(fit_run)
     return scene, field, setup, fit_run

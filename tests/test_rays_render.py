@@ -8,6 +8,7 @@ import pytest
 import roma
 import torch
 
+from priors3d.fields.nerf import NeRF, NeRFConfig
 from priors3d.fields.rays import camera_rays, project_points, ray_aabb
 from priors3d.fields.render import (accumulate_along_rays, dilate_weights, importance_edges, render_rays,
                                     render_weight_from_density, stratified_edges)
@@ -199,6 +200,42 @@ def test_importance_sampling_sharpens_depth_of_opaque_sphere():
     err_hier = (hierarchical["depth"] - true_depth).abs().mean()
     assert err_hier < 0.5 * err_single
     assert err_hier < 0.02
+
+
+def test_skipping_empty_space_changes_nothing_but_the_work():
+    """Samples the cached density calls empty are not evaluated; where it covers the field the render is the same,
+    and the vectorisable path (``params``) agrees with the packed one."""
+    torch.manual_seed(0)
+    field = NeRF(NeRFConfig(resolutions=(4, 8), features=2, hidden=8, geo_features=3, dir_frequencies=1,
+                            init_scale=0.5, density_grid=8)).double()
+    evaluated = []
+    field.register_forward_pre_hook(lambda module, inputs: evaluated.append(inputs[0].shape[:-1].numel()))
+    g = torch.Generator().manual_seed(1)
+    rays_o = 0.3 * torch.randn(50, 3, generator=g, dtype=torch.float64)
+    rays_d = torch.nn.functional.normalize(torch.randn(50, 3, generator=g, dtype=torch.float64), dim=-1)
+    near, far = torch.zeros(50, dtype=torch.float64), torch.full((50,), 1.5, dtype=torch.float64)
+
+    def cached(positions):  # the field's own density inside a ball, empty outside: covers the field there
+        return field(positions, None)[0] * (positions.norm(dim=-1) < 0.6)
+
+    def ball(positions, directions):  # the same field, zero outside the ball
+        sigma, rgb = field(positions, directions)
+        return sigma * (positions.norm(dim=-1) < 0.6), rgb
+
+    full = render_rays(ball, rays_o, rays_d, near, far, n_samples=16)
+    evaluated.clear()
+    skipped = render_rays(field, rays_o, rays_d, near, far, n_samples=16, proposal=cached, skip=1e-12)
+    assert evaluated[-1] < 0.7 * 50 * 16  # the field saw only the occupied samples
+    for key in ("rgb", "depth", "acc", "weights"):
+        torch.testing.assert_close(skipped[key], full[key], rtol=0, atol=1e-12)
+    masked = render_rays(field, rays_o, rays_d, near, far, n_samples=16, proposal=cached, skip=1e-12,
+                         params={"rgb_out.bias": field.rgb_out.bias})
+    assert evaluated[-1] == 50 * 16
+    torch.testing.assert_close(masked["rgb"], skipped["rgb"], rtol=0, atol=1e-12)
+    nothing = render_rays(field, rays_o, rays_d, near, far, n_samples=16, proposal=lambda p: 0 * p[..., 0], skip=1e-12)
+    assert evaluated[-1] == 0 and torch.equal(nothing["acc"], torch.zeros(50, dtype=torch.float64))
+    with pytest.raises(ValueError, match="proposal"):
+        render_rays(field, rays_o, rays_d, near, far, n_samples=16, skip=0.1)
 
 
 def test_render_rays_rejects_bad_shapes():

@@ -24,11 +24,12 @@ def rays(n: int, seed: int):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("options", [{}, {"channel": 1}, {"n_proposal": 8},
+@pytest.mark.parametrize("options", [{}, {"channel": 1}, {"n_proposal": 8}, {"skip": 0.25},
                                      {"names": ("rgb_geo.weight", "rgb_out.bias")}])
 def test_vectorised_jacobians_equal_a_loop_of_autograd(seed, options):
+    """With ``skip`` the vectorised path masks the skipped samples and the loop evaluates only the others."""
     model = tiny_field(seed)
-    if options.get("n_proposal"):
+    if options.get("n_proposal") or options.get("skip"):
         options = {**options, "proposal": model.grid_density}
     args = rays(5, seed)
     vec = pixel_jacobians(model, *args, n_samples=6, **options)

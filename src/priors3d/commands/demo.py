@@ -19,7 +19,7 @@ import torch
 
 from priors3d import check
 from priors3d.engine import CommandConfig
-from priors3d.fields.fit import FitConfig, fit_nerf, load_field
+from priors3d.fields.fit import PROPOSAL_SAMPLING, FitConfig, fit_nerf, load_field
 from priors3d.fields.scenes import RoomConfig, generate_room
 from priors3d.metrics import label_map_metrics
 from priors3d.pointcloud.data import make_dataset
@@ -96,7 +96,7 @@ def field(config: FieldDemoConfig) -> dict:
     scene = generate_room(RoomConfig(seed=0))
     fit = fit_nerf(scene, FitConfig(scene=Path("room"), out=config.out / "fit", iterations=500,
                                     batch_rays=1024 if config.quick else 2048, eval_every=10**9, picture_views=1,
-                                    overwrite=True, progress=config.progress))
+                                    overwrite=True, progress=config.progress, **PROPOSAL_SAMPLING))
     print(f"fit: NeRF, {fit['step']} iterations, held-out PSNR {fit['psnr']:.2f} dB "
           f"({time.perf_counter() - start:.0f} s)")
     model, setup = load_field(config.out / "fit", "demo field")

@@ -187,11 +187,11 @@ class NeRF(nn.Module):
             raise ValueError(f"directions must be [..., 3] broadcastable to positions {[*batch, 3]}, "
                              f"got {list(directions.shape)}")
         dir_term = self.rgb_dir(positional_encoding(directions.to(out.dtype), self.config.dir_frequencies))
-        hidden = self.rgb_geo(out[:, 1:]).reshape(*batch, -1) + dir_term
+        hidden = self.rgb_geo(out[:, 1:]).reshape(*batch, self.config.hidden) + dir_term
         logits = self.rgb_out(torch.relu(hidden))
         if self.config.shaping_features:
             head = self.shaping(torch.cat([feats, positional_encoding(unit.to(feats.dtype), 4)], dim=-1))
-            logits = logits + self.shaping_out(head).reshape(*batch, -1)
+            logits = logits + self.shaping_out(head).reshape(*batch, 3)
         rgb = torch.sigmoid(logits)
         return sigma.reshape(batch), rgb
 

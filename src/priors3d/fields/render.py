@@ -168,10 +168,24 @@ def _query(field, params: dict[str, Tensor] | None, positions: Tensor,
     return torch.func.functional_call(field, params, (positions, directions))
 
 
+def _query_occupied(field, params: dict[str, Tensor] | None, positions: Tensor, directions: Tensor,
+                    occupied: Tensor) -> tuple[Tensor, Tensor]:
+    """``sigma [..., S]``, ``rgb [..., S, 3]`` at ``positions [..., S, 3]`` seen along ``directions [..., 3]``; zero
+    where not ``occupied [..., S]``. Only occupied samples go through the field, except with ``params`` (the
+    ``torch.func`` path, where shapes must not depend on the data)."""
+    if params is not None:
+        sigma, rgb = _query(field, params, positions, directions[..., None, :])
+        return sigma * occupied, rgb * occupied[..., None]
+    index = occupied.nonzero(as_tuple=True)
+    sigma_in, rgb_in = field(positions[index], directions[..., None, :].expand(positions.shape)[index])
+    return (sigma_in.new_zeros(occupied.shape).index_put(index, sigma_in),
+            rgb_in.new_zeros(positions.shape).index_put(index, rgb_in))
+
+
 def render_rays(field: Field, rays_o: Tensor, rays_d: Tensor, near: Tensor, far: Tensor, n_samples: int = 32,
                 n_proposal: int = 0, proposal=None, generator: torch.Generator | None = None,
                 background: Tensor | float | None = None, params: dict[str, Tensor] | None = None,
-                inner: Tensor | None = None) -> dict[str, Tensor]:
+                inner: Tensor | None = None, skip: float = 0.0) -> dict[str, Tensor]:
     """Render rays through a radiance field on ``n_samples`` intervals per ray.
 
     Without a proposal pass (``n_proposal == 0``) the intervals are stratified over ``[near, far]``.
@@ -190,6 +204,10 @@ def render_rays(field: Field, rays_o: Tensor, rays_d: Tensor, near: Tensor, far:
             a subset of the field's parameters is allowed.
         inner: ``[2, 3]`` inner box of an unbounded scene: intervals are spaced by ``unbounded_edges``
             (linear to where the ray leaves it, then in disparity to ``far``) instead of evenly.
+        skip: empty-space skipping (Instant-NGP's occupancy grid): intervals whose optical thickness under the
+            ``proposal`` density, ``sigma * (t_end - t_start)``, is below ``skip`` count as empty (density 0). The
+            field is evaluated on the other samples only, unless ``params`` is given (then on all, masked after,
+            so that ``vmap`` works): the result is the same.
 
     Returns:
         dict with ``rgb [..., 3]``, ``depth [...]`` (expected distance along the ray, normalised by
@@ -218,7 +236,14 @@ def render_rays(field: Field, rays_o: Tensor, rays_d: Tensor, near: Tensor, far:
     t_starts, t_ends = edges[..., :-1], edges[..., 1:]
     t_mid = 0.5 * (t_starts + t_ends)
     positions = rays_o[..., None, :] + t_mid[..., None] * rays_d[..., None, :]
-    sigma, rgb = _query(field, params, positions, rays_d[..., None, :])
+    if skip > 0.0:
+        if proposal is None:
+            raise ValueError("skip > 0 needs a proposal density (the field's cached density grid)")
+        with torch.no_grad():
+            occupied = proposal(positions) * (t_ends - t_starts) >= skip  # [..., S]
+        sigma, rgb = _query_occupied(field, params, positions, rays_d, occupied)
+    else:
+        sigma, rgb = _query(field, params, positions, rays_d[..., None, :])
     weights, _, _ = render_weight_from_density(t_starts, t_ends, sigma)
     acc = accumulate_along_rays(weights)
     colour = accumulate_along_rays(weights, rgb)
@@ -244,13 +269,15 @@ class FieldSetup:
     """``aabb`` is the inner box of a contracted field; rays run from ``near`` to ``far`` whatever the box."""
     supersample: int = 1
     """Rays per pixel side in renders (their colours averaged), for frames rendered or taken anti-aliased."""
+    skip: float = 0.0
+    """Samples whose optical thickness under the cached density grid is below this are empty (``render_rays``)."""
 
     def sampling(self, model: nn.Module) -> dict:
-        """Keyword arguments of ``render_rays`` that render ``model`` as it was fitted: the sample counts, the
-        cached density grid as proposal (only when ``n_proposal > 0``), the background as a tensor and, when
-        unbounded, the inner box."""
-        return {"n_samples": self.n_samples, "n_proposal": self.n_proposal,
-                "proposal": model.grid_density if self.n_proposal > 0 else None,
+        """Keyword arguments of ``render_rays`` that render ``model`` as it was fitted: the sample counts and
+        ``skip``, the cached density grid as proposal (only when ``n_proposal > 0`` or ``skip > 0``), the background
+        as a tensor and, when unbounded, the inner box."""
+        return {"n_samples": self.n_samples, "n_proposal": self.n_proposal, "skip": self.skip,
+                "proposal": model.grid_density if self.n_proposal > 0 or self.skip > 0 else None,
                 "background": None if self.background is None else torch.tensor(self.background),
                 "inner": torch.tensor(self.aabb).reshape(2, 3) if self.unbounded else None}
 

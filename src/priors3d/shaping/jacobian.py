@@ -56,7 +56,7 @@ def unflatten(vector: Tensor, like: dict[str, Tensor]) -> dict[str, Tensor]:
 def pixel_jacobians(model: nn.Module, rays_o: Tensor, rays_d: Tensor, near: Tensor, far: Tensor,
                     n_samples: int = 32, n_proposal: int = 0, proposal=None, background: Tensor | None = None,
                     names: tuple[str, ...] | None = None, channel: int | None = None,
-                    inner: Tensor | None = None) -> Tensor:
+                    inner: Tensor | None = None, skip: float = 0.0) -> Tensor:
     """Jacobians ``[R, P]`` of the rendered grey value of each ray with respect to ``theta_D``.
 
     Differentiable: the result has a graph back to every parameter of ``model`` (``theta_D``
@@ -74,7 +74,7 @@ def pixel_jacobians(model: nn.Module, rays_o: Tensor, rays_d: Tensor, near: Tens
 
     def value(params: dict[str, Tensor], o: Tensor, d: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
         return grey(render_rays(model, o, d, t0, t1, n_samples, n_proposal, proposal=proposal, background=background,
-                                params=params, inner=inner)["rgb"], channel)
+                                params=params, inner=inner, skip=skip)["rgb"], channel)
 
     grads = vmap(grad(value), in_dims=(None, 0, 0, 0, 0))(theta, rays_o, rays_d, near, far)
     return flatten(grads, batch_dims=1)
@@ -115,14 +115,14 @@ def point_jacobians(model: nn.Module, positions: Tensor, directions: Tensor,
 def loop_pixel_jacobians(model: nn.Module, rays_o: Tensor, rays_d: Tensor, near: Tensor, far: Tensor,
                          n_samples: int = 32, n_proposal: int = 0, proposal=None, background: Tensor | None = None,
                          names: tuple[str, ...] | None = None, channel: int | None = None,
-                         create_graph: bool = False, inner: Tensor | None = None) -> Tensor:
+                         create_graph: bool = False, inner: Tensor | None = None, skip: float = 0.0) -> Tensor:
     """The reference implementation's way: one ``torch.autograd.grad`` call per pixel. ``[R, P]``.
 
     Kept as the ground truth for tests and the speed benchmark (``bench/shaping_speed.py``).
     """
     theta = parameter_subset(model, names)
     values = grey(render_rays(model, rays_o, rays_d, near, far, n_samples, n_proposal, proposal=proposal,
-                              background=background, inner=inner)["rgb"], channel)
+                              background=background, inner=inner, skip=skip)["rgb"], channel)
     rows = []
     for r in range(values.shape[0]):
         g = torch.autograd.grad(values[r], list(theta.values()), retain_graph=True, create_graph=create_graph)
