@@ -11,7 +11,7 @@ from PIL import Image
 
 from priors3d import cli
 from priors3d.fields.cameras import distort, undistorted_intrinsics
-from priors3d.fields.fit import load_field
+from priors3d.fields.fit import UNBOUNDED_PRIORS, load_field
 from priors3d.fields.formats import load_nerfstudio, load_scene
 from priors3d.fields.rays import project_points
 from priors3d.fields.scenes.object import ObjectConfig, write_blender
@@ -195,10 +195,14 @@ def test_a_photo_capture_is_fitted_unbounded(tmp_path):
     assert setup.unbounded and model.config.contract
     far_away = torch.tensor([[300.0, -200.0, 50.0]])
     assert model(far_away)[0].item() > 0  # the contracted grid holds the background
+    regularisers = lambda run: {k: json.loads((run / "config.json").read_text())["config"][k]  # noqa: E731
+                                for k in UNBOUNDED_PRIORS}
+    assert regularisers(tmp_path / "fit") == UNBOUNDED_PRIORS  # the floater priors of unbounded scenes
     run_cli("field", "fit", tmp_path / "walk", "--out", tmp_path / "boxed", "--unbounded", "False", "--iterations", "1",
-            "--eval-every", "0", "--picture-views", "0", "--batch-rays", "64")
+            "--eval-every", "0", "--picture-views", "0", "--batch-rays", "64", "--sparsity", "0.5")
     model, setup = load_field(tmp_path / "boxed")
     assert not setup.unbounded and model(far_away)[0].item() == 0
+    assert regularisers(tmp_path / "boxed") == {"distortion": 0.0, "sparsity": 0.5}  # none by default, or as given
 
 
 def test_unbounded_rendering_spends_half_the_samples_in_the_box_and_reaches_far():

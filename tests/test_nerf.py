@@ -164,6 +164,36 @@ def test_tiny_fit_improves_psnr_and_writes_run(tmp_path):
     assert not field.training
 
 
+@pytest.mark.parametrize("regulariser", ["sparsity", "distortion"])
+def test_regularisers_lower_what_they_penalise(tmp_path, regulariser):
+    """Two fits that differ only in one regulariser: the sparsity loss leaves less density in the empty part of the
+    box, the distortion loss leaves the weight along test rays in shorter stretches; both still fit the scene."""
+    from priors3d.fields.render import distortion_loss
+
+    scene = toy_scene()
+    fits = {}
+    for weight in (0.0, 0.05):
+        out = tmp_path / f"{weight}"
+        summary = fit_nerf(scene, small_cfg(out, eval_every=0, picture_views=0, **{regulariser: weight}))
+        field, setup = load_field(out)
+        fits[weight] = summary, field, setup
+    g = torch.Generator().manual_seed(0)
+    points = torch.rand(20000, 3, generator=g) * 2.4 - 1.2
+    empty = torch.stack([(points - torch.tensor(c)).norm(dim=-1) > r + 0.1 for c, r, _ in SPHERES]).all(0)
+    origins, dirs = camera_rays(scene.test.c2w, scene.test.intrinsics, 20, 20)
+    o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
+
+    def penalty(field, setup) -> float:
+        with torch.no_grad():
+            if regulariser == "sparsity":
+                return float(field(points[empty])[0].mean())
+            out = render_rays(field, o, d, *setup.bounds(o, d), **setup.sampling(field))
+            return float(distortion_loss(out["weights"], out["s_edges"]).mean())
+
+    assert penalty(*fits[0.05][1:]) < 0.7 * penalty(*fits[0.0][1:])
+    assert fits[0.05][0]["psnr"] > fits[0.0][0]["psnr"] - 1.5
+
+
 def test_render_command_writes_pngs(tmp_path, monkeypatch):
     scene = toy_scene(size=12, n_train=6, n_test=2)
     summary = fit_nerf(scene, small_cfg(tmp_path / "run", iterations=4, picture_views=0))

@@ -10,8 +10,9 @@ import torch
 
 from priors3d.fields.nerf import NeRF, NeRFConfig
 from priors3d.fields.rays import camera_rays, project_points, ray_aabb
-from priors3d.fields.render import (accumulate_along_rays, dilate_weights, importance_edges, render_rays,
-                                    render_weight_from_density, stratified_edges)
+from priors3d.fields.render import (accumulate_along_rays, dilate_weights, distortion_loss, importance_edges,
+                                    ray_fraction, render_rays, render_weight_from_density, stratified_edges,
+                                    unbounded_edges)
 
 
 def random_camera(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,6 +134,36 @@ def test_stratified_edges_sorted_and_bounded():
     assert torch.all(jittered[:, 1:] >= jittered[:, :-1])
     assert torch.all(jittered >= near[:, None]) and torch.all(jittered <= far[:, None])
     assert not torch.allclose(jittered, even)
+
+
+@pytest.mark.parametrize("unbounded", [False, True])
+def test_ray_fraction_inverts_the_spacing(unbounded):
+    """The edges' fractions are the uniform (or jittered) fractions the spacing started from."""
+    g = torch.Generator().manual_seed(3)
+    near = 0.02 + 0.1 * torch.rand(5, generator=g, dtype=torch.float64)
+    split, far = near + 0.1 + 2 * torch.rand(5, generator=g, dtype=torch.float64), torch.full((5,), 1000.0,
+                                                                                            dtype=torch.float64)
+    s = stratified_edges(torch.zeros(5, dtype=torch.float64), torch.ones(5, dtype=torch.float64), 16,
+                         torch.Generator().manual_seed(4))
+    edges = (unbounded_edges(near, split, far, 16, torch.Generator().manual_seed(4)) if unbounded
+             else stratified_edges(near, far, 16, torch.Generator().manual_seed(4)))
+    torch.testing.assert_close(ray_fraction(edges, near, far, split if unbounded else None), s)
+
+
+def test_distortion_loss_matches_the_double_sum_and_prefers_one_surface():
+    g = torch.Generator().manual_seed(0)
+    weights = torch.rand(4, 24, generator=g, dtype=torch.float64) / 24
+    s_edges = torch.sort(torch.rand(4, 25, generator=g, dtype=torch.float64), dim=-1).values
+    mids, widths = 0.5 * (s_edges[:, 1:] + s_edges[:, :-1]), s_edges[:, 1:] - s_edges[:, :-1]
+    double_sum = (weights[:, :, None] * weights[:, None] * (mids[:, :, None] - mids[:, None]).abs()).sum((1, 2))
+    torch.testing.assert_close(distortion_loss(weights, s_edges), double_sum + (weights**2 * widths).sum(-1) / 3)
+    # The same opacity on one interval costs less than split between a floater and a surface.
+    even = torch.linspace(0, 1, 25, dtype=torch.float64)
+    surface, floater = torch.zeros(24, dtype=torch.float64), torch.zeros(24, dtype=torch.float64)
+    surface[18], floater[[2, 18]] = 0.9, 0.45
+    assert distortion_loss(surface, even) < 0.2 * distortion_loss(floater, even)
+    with pytest.raises(ValueError, match=r"S \+ 1"):
+        distortion_loss(weights, s_edges[:, :-1])
 
 
 @pytest.mark.parametrize("random", [False, True])

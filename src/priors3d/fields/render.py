@@ -73,6 +73,41 @@ def unbounded_edges(near: Tensor, split: Tensor, far: Tensor, n_samples: int,
     return torch.where(s <= 0.5, inner, outer)
 
 
+def ray_fraction(t: Tensor, near: Tensor, far: Tensor, split: Tensor | None = None) -> Tensor:
+    """Where distances ``t [..., K]`` lie on their rays in the units the samples are spaced in, ``[..., K]`` in
+    ``[0, 1]``: ``(t - near) / (far - near)``, or with ``split`` (``[...]``, an unbounded scene) the inverse of
+    ``unbounded_edges``' mapping (linear to ``split`` on ``[0, 1/2]``, disparity beyond). ``near, far``: ``[...]``."""
+    near, far = near[..., None], far[..., None]
+    if split is None:
+        return ((t - near) / (far - near).clamp_min(1e-12)).clamp(0.0, 1.0)
+    split = split[..., None]
+    inner = 0.5 * (t - near) / (split - near).clamp_min(1e-12)
+    outer = 0.5 + 0.5 * (1.0 / t.clamp_min(1e-12) - 1.0 / split) / (1.0 / far - 1.0 / split).clamp_max(-1e-12)
+    return torch.where(t <= split, inner, outer).clamp(0.0, 1.0)
+
+
+def distortion_loss(weights: Tensor, s_edges: Tensor) -> Tensor:
+    """mip-NeRF 360's distortion loss of each ray, ``[...]``: small when its weight sits in one short stretch,
+    so it pulls apart floaters from the surface behind them::
+
+        sum_ij w_i w_j |m_i - m_j|  +  1/3 sum_i w_i^2 (s_i+1 - s_i),      m_i = (s_i + s_i+1) / 2
+
+    (the first sum in O(S) with prefix sums, from the sorted midpoints).
+
+    Args:
+        weights: ``[..., S]`` quadrature weights.
+        s_edges: ``[..., S + 1]`` sorted interval edges in normalised ray units (``ray_fraction``).
+    """
+    if s_edges.shape[-1] != weights.shape[-1] + 1:
+        raise ValueError(f"s_edges must be [..., S + 1] for weights [..., S]; got {list(s_edges.shape)} "
+                         f"and {list(weights.shape)}")
+    mids, widths = 0.5 * (s_edges[..., 1:] + s_edges[..., :-1]), s_edges[..., 1:] - s_edges[..., :-1]
+    weight_before = torch.cumsum(weights, dim=-1) - weights
+    moment_before = torch.cumsum(weights * mids, dim=-1) - weights * mids
+    across = 2.0 * (weights * (mids * weight_before - moment_before)).sum(dim=-1)
+    return across + (weights.square() * widths).sum(dim=-1) / 3.0
+
+
 def render_weight_from_density(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Quadrature weights of intervals along rays.
 
@@ -211,17 +246,19 @@ def render_rays(field: Field, rays_o: Tensor, rays_d: Tensor, near: Tensor, far:
 
     Returns:
         dict with ``rgb [..., 3]``, ``depth [...]`` (expected distance along the ray, normalised by
-        the opacity), ``acc [...]`` (opacity), ``weights``, ``t_starts``, ``t_ends`` ``[..., n_samples]``.
+        the opacity), ``acc [...]`` (opacity), ``weights``, ``sigmas``, ``t_starts``, ``t_ends``
+        ``[..., n_samples]`` and ``s_edges [..., n_samples + 1]``, the edges in the normalised units they were
+        spaced in (``ray_fraction``).
     """
     if rays_o.shape != rays_d.shape or rays_o.shape[-1] != 3:
         raise ValueError(f"rays_o and rays_d must both be [..., 3], got {list(rays_o.shape)} and {list(rays_d.shape)}")
     if near.shape != rays_o.shape[:-1] or far.shape != rays_o.shape[:-1]:
         raise ValueError(f"near and far must be [...] = {list(rays_o.shape[:-1])}, "
                          f"got {list(near.shape)} and {list(far.shape)}")
-    if inner is None:
+    split = None if inner is None else ray_aabb(rays_o, rays_d, inner)[1].clamp(min=near, max=far).clamp_min(1e-6)
+    if split is None:
         spaced = lambda n: stratified_edges(near, far, n, generator)  # noqa: E731
     else:
-        split = ray_aabb(rays_o, rays_d, inner)[1].clamp(min=near, max=far).clamp_min(1e-6)
         spaced = lambda n: unbounded_edges(near, split, far, n, generator)  # noqa: E731
     if n_proposal > 0:
         with torch.no_grad():
@@ -250,7 +287,8 @@ def render_rays(field: Field, rays_o: Tensor, rays_d: Tensor, near: Tensor, far:
     depth = accumulate_along_rays(weights, t_mid[..., None])[..., 0] / acc.clamp_min(1e-6)
     if background is not None:
         colour = colour + (1.0 - acc)[..., None] * torch.as_tensor(background, dtype=colour.dtype, device=colour.device)
-    return {"rgb": colour, "depth": depth, "acc": acc, "weights": weights, "t_starts": t_starts, "t_ends": t_ends}
+    return {"rgb": colour, "depth": depth, "acc": acc, "weights": weights, "sigmas": sigma, "t_starts": t_starts,
+            "t_ends": t_ends, "s_edges": ray_fraction(edges, near, far, split)}
 
 
 @dataclass
