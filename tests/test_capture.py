@@ -232,6 +232,8 @@ def test_gaussians_fit_an_object_folder_as_read_and_start_in_its_box(object_fold
     assert start.means.shape[0] == 300 and (start.means.abs() <= scene.aabb[1] + 1e-6).all()
     with pytest.raises(ValueError, match="depth maps"):
         initial_field(scene, replace(cfg, init="depth"), torch.Generator())
+    with pytest.warns(UserWarning, match="unbounded"):  # a box init among a capture's cameras is said to be poor
+        initial_field(replace(scene, unbounded=True), cfg, torch.Generator())
 
 
 def test_random_backgrounds_recomposite_the_target(tmp_path, monkeypatch):

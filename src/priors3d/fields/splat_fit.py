@@ -16,6 +16,7 @@ densification statistics and generator), ``metrics.json`` and ``test_<view>.png`
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -120,6 +121,11 @@ def initial_field(scene: Scene, cfg: SplatFitConfig, generator: torch.Generator)
         views = scene.train.subset(list(range(0, len(scene.train), max(cfg.init_view_step, 1))))
         return GaussianField.from_depth(views, cfg.init_stride, cfg.init_opacity)
     if init == "box":
+        if scene.unbounded:
+            warnings.warn("the scene is unbounded (a photo capture): Gaussians started in its box start among the "
+                          "cameras, and nothing models what lies beyond the box, so expect a poor fit (13.5 dB "
+                          "on the procedural capture, docs/scenes.md); `priors3d field fit` contracts the "
+                          "background", stacklevel=2)
         return GaussianField.from_box(scene_aabb(scene), cfg.init_count, generator, cfg.init_opacity)
     raise ValueError(f"init must be 'auto', 'depth' or 'box', got {cfg.init!r}")
 
