@@ -88,7 +88,7 @@ def ray_fraction(t: Tensor, near: Tensor, far: Tensor, split: Tensor | None = No
 
 def distortion_loss(weights: Tensor, s_edges: Tensor) -> Tensor:
     """mip-NeRF 360's distortion loss of each ray, ``[...]``: small when its weight sits in one short stretch,
-    so it pulls apart floaters from the surface behind them::
+    large when the weight is split between a floater and the surface behind it::
 
         sum_ij w_i w_j |m_i - m_j|  +  1/3 sum_i w_i^2 (s_i+1 - s_i),      m_i = (s_i + s_i+1) / 2
 
