@@ -234,8 +234,8 @@ def fit_nerf(scene: Scene, cfg: FitConfig) -> dict:
                        n_samples=cfg.n_samples, n_proposal=cfg.n_proposal, background=scene.background,
                        downscale=cfg.downscale, unbounded=scene.unbounded if cfg.unbounded is None else cfg.unbounded,
                        supersample=cfg.supersample, skip=cfg.skip)
-    cfg = replace(cfg, **{name: (weight if setup.unbounded else 0.0) if getattr(cfg, name) is None
-                          else getattr(cfg, name) for name, weight in UNBOUNDED_PRIORS.items()})
+    scene_priors = {name: weight if setup.unbounded else 0.0 for name, weight in UNBOUNDED_PRIORS.items()}
+    cfg = replace(cfg, **{name: weight for name, weight in scene_priors.items() if getattr(cfg, name) is None})
     return run_fit(cfg, "field fit", scene, lambda run: _NerfTrainer(run, setup, scene, cfg), desc="fit",
                    time_budget_s=cfg.time_budget_s, rates={"rays_per_s": cfg.batch_rays})
 

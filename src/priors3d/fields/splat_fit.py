@@ -122,7 +122,7 @@ def initial_field(scene: Scene, cfg: SplatFitConfig, generator: torch.Generator)
         return GaussianField.from_depth(views, cfg.init_stride, cfg.init_opacity)
     if init == "box":
         if scene.unbounded:
-            warnings.warn("the scene is unbounded (a photo capture): Gaussians started in its box start among the "
+            warnings.warn("the scene is unbounded (a photo capture): a box start puts the Gaussians among the "
                           "cameras, and nothing models what lies beyond the box, so expect a poor fit (13.5 dB "
                           "on the procedural capture, docs/scenes.md); `priors3d field fit` contracts the "
                           "background", stacklevel=2)
