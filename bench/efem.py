@@ -48,10 +48,10 @@ class BenchConfig:
 
 
 def prior_run(config: BenchConfig, category: str, encoder: str, augment: str) -> Path:
+    """Train the prior, or resume a finished run, which only evaluates it again (with today's metrics)."""
     out = config.out / f"{category}-{encoder}-{augment}"
-    if not (out / "results.json").is_file():
-        train_prior(EFEMTrainConfig(out=out, category=category, encoder=encoder, augment=augment, steps=config.steps,
-                                    seed=config.seed, resume=True, progress=False))
+    train_prior(EFEMTrainConfig(out=out, category=category, encoder=encoder, augment=augment, steps=config.steps,
+                                seed=config.seed, resume=True, progress=False))
     return out
 
 
@@ -104,12 +104,15 @@ def report(config: BenchConfig, results: dict, priors: dict, wall: float, load_b
                                               for l in config.layouts) + f" | {seconds:.1f} |")
     counts = ", ".join(f"{category} {layout}: {r['instances']}" for category, methods in results.items()
                        for layout, r in next(iter(methods.values())).items())
-    prior_lines = ["| prior | training time | SDF L1 near surface (upright / rotated) | sign accuracy near surface "
-                   "(upright / rotated) |", "|---|---|---|---|"]
+    prior_lines = ["| prior | training time | SDF L1 near surface (upright / rotated; zero field) | sign accuracy near "
+                   "surface (upright / rotated) | \\|∇sdf\\| at the surface | up-axis error, median (share flipped), "
+                   "upright / rotated |", "|---|---|---|---|---|---|"]
     for name, r in priors.items():
         prior_lines.append(f"| {name} | {r['train_time_s'] / 60:.1f} min | {r['sdf_l1_near']:.4f} / "
-                           f"{r['sdf_l1_near_so3']:.4f} | {r['sign_accuracy_near']:.3f} / "
-                           f"{r['sign_accuracy_near_so3']:.3f} |")
+                           f"{r['sdf_l1_near_so3']:.4f}; {r['sdf_l1_near_zero']:.4f} | {r['sign_accuracy_near']:.3f} / "
+                           f"{r['sign_accuracy_near_so3']:.3f} | {r['surface_gradient']:.2f} | "
+                           f"{r['up_error_deg']:.0f}° ({r['up_flipped']:.2f}) / {r['up_error_deg_so3']:.0f}° "
+                           f"({r['up_flipped_so3']:.2f}) |")
     pictures = "\n\n".join(
         f"{category}, {LAYOUT_NAMES[layout]}: truth | EFEM, then the reconstructed meshes in the scene\n\n"
         f"![{category} {layout}](images/efem_{category}_{layout}_efem.png)\n"

@@ -75,6 +75,37 @@ def test_upright_training_needs_no_rotation_augmentation(tmp_path):
     assert abs(plain["sdf_l1_near_so3"] - plain["sdf_l1_near"]) > 1e-2 * plain["sdf_l1_near"]
 
 
+class _FixedPrior(nn.Module):
+    """A stand-in prior: a sphere field of slope ``slope`` and a code whose first vector is always +z."""
+
+    def __init__(self, slope: float):
+        super().__init__()
+        self.slope = slope
+
+    def encode(self, scans):
+        b = len(scans)
+        z_so3 = torch.tensor([0.0, 0.0, 2.0]).expand(b, 2, 3)
+        return Code(torch.tensor([0.1, 0.0, 0.0]).expand(b, 1, 3), torch.full((b, 1, 1), 2.0), z_so3,
+                    torch.zeros(b, 6))
+
+    def sdf(self, code, points):
+        return self.slope * ((points - code.t).norm(dim=-1) - 0.4)
+
+
+def test_prior_quality_reports_surface_slope_and_up_axis():
+    """``surface_gradient`` is the field's slope at the surface; centre and scale errors are ``|t|`` and
+    ``|log s|``; the up axis is right upright (0°, never flipped) and, for a code that ignores the scan's
+    rotation, wrong under rotations (flipped for about half)."""
+    config = EFEMTrainConfig(out=Path("unused"), n_points=32, n_queries=256, resolution=12, views=1,
+                             test_objects=32)
+    quality = evaluate_prior(_FixedPrior(0.3), config, seed=0)
+    assert quality["surface_gradient"] == pytest.approx(0.3, rel=1e-5)
+    assert quality["up_error_deg"] == pytest.approx(0.0, abs=1e-3) and quality["up_flipped"] == 0.0
+    assert quality["up_error_deg_so3"] > 30 and 0.2 < quality["up_flipped_so3"] < 0.8
+    assert quality["centre_error"] == pytest.approx(0.1) and quality["log_scale_error"] == pytest.approx(math.log(2))
+    assert quality["sdf_l1_near_zero"] > 0
+
+
 def test_box_sdf_is_exact_and_csg_objects_bound_the_distance():
     g = torch.Generator().manual_seed(0)
     p = torch.randn(1, 500, 3, generator=g, dtype=torch.float64)
