@@ -92,7 +92,7 @@ class _FixedPrior(nn.Module):
         return self.slope * ((points - code.t).norm(dim=-1) - 0.4)
 
 
-def test_prior_quality_reports_surface_slope_and_up_axis():
+def test_prior_quality_reports_slope_centre_scale_and_up_axis():
     """``surface_gradient`` is the field's slope at the surface; centre and scale errors are ``|t|`` and
     ``|log s|``; the up axis is right upright (0°, never flipped) and, for a code that ignores the scan's
     rotation, wrong under rotations (flipped for about half)."""
