@@ -2,15 +2,19 @@
 
 Each of ``P`` proposals (a batch, processed together) starts from a ball crop around a random point. The
 M-step draws ``n_points`` points with probability proportional to the proposal's weights and encodes them
-into a shape hypothesis ``(t, s, z)``; the E-step decodes the SDF at every scene point and sets the weights
-to ``exp(−k·|sdf|/s)`` inside the hypothesis' reach ``|x − t| < reach·s``, with ``k`` annealed geometrically.
+into a shape hypothesis ``(t, s, z)``; the E-step decodes the SDF and its gradient at every scene point and sets
+the weights to ``exp(−k·|sdf|/s − k_n·(1 − |cos|))`` inside the hypothesis' reach ``|x − t| < reach·s``, where
+``cos`` is the cosine between the SDF's gradient and the point's normal (PCA over its nearest scene points), with
+``k`` annealed geometrically.
 The isolated phase lets each proposal fit alone; the survivors (pruned, merged) then compete for points in the
 joint phase, where weights become responsibilities against each other and a background slot of residual
 ``background``. Duplicates are merged on their supports (all inliers ``|sdf|/s < inlier``, overlapping: two
 proposals on one object share them even where a split would divide the points); accepted instances then
 keep the inliers they fit best, have at least ``min_inliers`` of them and a plausible scale, and leave few
-points inside the shape (a hypothesis whose solid swallows observed points is not a visible surface). Confidence = coverage (the share of the
-points within reach that are inliers) × (1 − that violation). A proposal never takes points beyond
+points inside the shape (a hypothesis whose solid swallows observed points is not a visible surface).
+Confidence = coverage (the share of the points within reach that are inliers) × (1 − that violation) × the
+inliers' mean ``|cos|`` (a shape whose surface turns where the scan's does not, a box's faces under a rounded
+hypothesis, is a poor explanation even where its points lie close to it). A proposal never takes points beyond
 ``anchor`` seed radii from its seed. Points at or below ``floor_height`` (z up) are not considered.
 """
 
@@ -20,6 +24,7 @@ import dataclasses
 from typing import NamedTuple
 
 import torch
+from scipy.spatial import cKDTree
 from torch import Tensor
 
 from .prior import Code, ShapePrior
@@ -37,7 +42,11 @@ class EMConfig:
     isolated_iterations: int = 6
     joint_iterations: int = 4
     k: tuple[float, float] = (10.0, 60.0)
-    """First and last sharpness of the weights ``exp(−k |sdf|/s)``."""
+    """First and last sharpness of the weights ``exp(−k |sdf|/s − k_n (1 − |cos|))``."""
+    normal_weight: float = 5.0
+    """``k_n``: how much the angle between the SDF's gradient and a point's normal lowers its weight."""
+    normal_neighbours: int = 16
+    """Scene points whose covariance gives a point's normal (its least principal axis)."""
     reach: float = 0.8
     """Points farther than ``reach·s`` from ``t`` get no weight."""
     anchor: float = 2.5
@@ -65,26 +74,46 @@ class Segmentation(NamedTuple):
     code: Code
 
 
-def _residuals(prior: ShapePrior, code: Code, points: Tensor, config: EMConfig) -> tuple[Tensor, Tensor]:
-    """Signed relative residuals ``sdf/s [P, n]`` and the reach mask ``[P, n]``."""
-    sdf = torch.cat([prior.sdf(Code(*(c[i:i + config.chunk] for c in code)),
-                               points.expand(min(config.chunk, len(code.t) - i), -1, -1))
-                     for i in range(0, len(code.t), config.chunk)])
+def point_normals(points: Tensor, neighbours: int) -> Tensor:
+    """Unsigned unit normals ``[N, 3]`` of ``points [N, 3]``: the least principal axis of each point's
+    ``neighbours`` nearest points (itself included)."""
+    _, index = cKDTree(points.numpy()).query(points.numpy(), k=min(neighbours, len(points)))
+    near = points[torch.from_numpy(index).reshape(len(points), -1)]
+    near = near - near.mean(1, keepdim=True)
+    return torch.linalg.eigh(near.transpose(1, 2) @ near)[1][..., 0]
+
+
+def _residuals(prior: ShapePrior, code: Code, points: Tensor, normals: Tensor,
+               config: EMConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """Signed relative residuals ``sdf/s [P, n]``, the reach mask ``[P, n]`` and ``|cos| [P, n]`` between the
+    SDF's gradient and the ``normals [n, 3]`` of ``points [1, n, 3]``."""
+    sdf, gradient = [], []
+    for i in range(0, len(code.t), config.chunk):
+        chunk = Code(*(c[i:i + config.chunk] for c in code))
+        query = points.expand(len(chunk.t), -1, -1).clone().requires_grad_(True)
+        with torch.enable_grad():
+            values = prior.sdf(chunk, query)
+            gradient.append(torch.autograd.grad(values.sum(), query)[0])
+        sdf.append(values.detach())
+    sdf, gradient = torch.cat(sdf), torch.cat(gradient)
+    agreement = (gradient * normals).sum(-1).abs() / gradient.norm(dim=-1).clamp_min(1e-12)
     reach = (points - code.t).norm(dim=-1) < config.reach * code.s[..., 0]
-    return sdf / code.s[..., 0], reach
+    return sdf / code.s[..., 0], reach, agreement
 
 
-def _accept(relative: Tensor, reach: Tensor, code: Code, config: EMConfig) -> tuple[Tensor, Tensor, Tensor]:
+def _accept(relative: Tensor, reach: Tensor, agreement: Tensor, code: Code,
+            config: EMConfig) -> tuple[Tensor, Tensor, Tensor]:
     """Support ``[P, n]`` (each proposal's inliers, overlapping), confidence ``[P]`` and acceptance ``[P]``."""
     support = (relative.abs() < config.inlier) & reach
     count = support.sum(1)
     inside = ((relative < -2 * config.inlier) & reach).sum(1)
     violation = inside / (inside + count).clamp_min(1)
     coverage = count / reach.sum(1).clamp_min(1)
+    alignment = (agreement * support).sum(1) / count.clamp_min(1)
     scale = code.s.view(-1)
     ok = ((count >= config.min_inliers) & (violation <= config.max_violation)
           & (scale >= config.scale_range[0]) & (scale <= config.scale_range[1]))
-    return support, coverage * (1 - violation), ok
+    return support, coverage * (1 - violation) * alignment, ok
 
 
 def _assign(relative: Tensor, support: Tensor) -> Tensor:
@@ -117,6 +146,8 @@ def segment(prior: ShapePrior, points: Tensor, config: EMConfig | None = None,
     config = config or EMConfig()
     if points.ndim != 2 or points.shape[-1] != 3:
         raise ValueError(f"expected scene points [N, 3], got {list(points.shape)}")
+    if config.normal_neighbours < 3:
+        raise ValueError(f"normal_neighbours must be at least 3 (a plane through them), got {config.normal_neighbours}")
     prior.eval()
     dtype = next(prior.parameters()).dtype
     points = points.to(dtype)
@@ -128,6 +159,7 @@ def segment(prior: ShapePrior, points: Tensor, config: EMConfig | None = None,
                          Code(*(torch.zeros((0,) + shape, dtype=dtype) for shape in ((1, 3), (1, 1), (0, 3), (0,)))))
     if n < config.min_inliers:
         return empty
+    normals = point_normals(x, config.normal_neighbours)
     centres = x[torch.randint(n, (p,), generator=generator)]
     low, high = config.seed_radius
     radius = low + (high - low) * torch.rand(p, 1, generator=generator, dtype=dtype)
@@ -139,10 +171,10 @@ def segment(prior: ShapePrior, points: Tensor, config: EMConfig | None = None,
         k = config.k[0] * (config.k[1] / config.k[0]) ** (it / max(iterations - 1, 1))
         index = torch.multinomial(weights + 1e-12, config.n_points, replacement=True, generator=generator)
         code = prior.encode(x[index])
-        relative, reach = _residuals(prior, code, x[None], config)
-        evidence = torch.exp(-k * relative.abs()) * reach * anchored
+        relative, reach, agreement = _residuals(prior, code, x[None], normals, config)
+        evidence = torch.exp(-k * relative.abs() - config.normal_weight * (1 - agreement)) * reach * anchored
         if it + 1 == config.isolated_iterations:                     # end of the isolated phase: prune, merge
-            support, confidence, ok = _accept(relative, reach, code, config)
+            support, confidence, ok = _accept(relative, reach, agreement, code, config)
             survivors = ok.nonzero()[:, 0]
             if not len(survivors):
                 return empty
@@ -151,7 +183,7 @@ def segment(prior: ShapePrior, points: Tensor, config: EMConfig | None = None,
         if it + 1 >= config.isolated_iterations:
             evidence = evidence / (evidence.sum(0) + torch.exp(torch.tensor(-k * config.background, dtype=dtype)))
         weights = evidence
-    support, confidence, ok = _accept(relative, reach, code, config)
+    support, confidence, ok = _accept(relative, reach, agreement, code, config)
     chosen = ok.nonzero()[:, 0]
     if len(chosen):
         chosen = chosen[merge_duplicates(support[chosen], confidence[chosen], config.merge_iou)]
