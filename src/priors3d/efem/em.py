@@ -77,8 +77,9 @@ class Segmentation(NamedTuple):
 def point_normals(points: Tensor, neighbours: int) -> Tensor:
     """Unsigned unit normals ``[N, 3]`` of ``points [N, 3]``: the least principal axis of each point's
     ``neighbours`` nearest points (itself included)."""
-    _, index = cKDTree(points.numpy()).query(points.numpy(), k=min(neighbours, len(points)))
-    near = points[torch.from_numpy(index).reshape(len(points), -1)]
+    cloud = points.detach().cpu().numpy()
+    _, index = cKDTree(cloud).query(cloud, k=min(neighbours, len(points)))
+    near = points[torch.from_numpy(index).reshape(len(points), -1).to(points.device)]
     near = near - near.mean(1, keepdim=True)
     return torch.linalg.eigh(near.transpose(1, 2) @ near)[1][..., 0]
 
@@ -147,7 +148,8 @@ def segment(prior: ShapePrior, points: Tensor, config: EMConfig | None = None,
     if points.ndim != 2 or points.shape[-1] != 3:
         raise ValueError(f"expected scene points [N, 3], got {list(points.shape)}")
     if config.normal_neighbours < 3:
-        raise ValueError(f"normal_neighbours must be at least 3 (a plane through them), got {config.normal_neighbours}")
+        raise ValueError(f"normal_neighbours must be at least 3 (a plane through them), "
+                         f"got {config.normal_neighbours}")
     prior.eval()
     dtype = next(prior.parameters()).dtype
     points = points.to(dtype)
