@@ -27,7 +27,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from .prior import Code, ShapePrior
+from .prior import Code, ShapePrior, sdf_and_gradient
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -91,11 +91,9 @@ def _residuals(prior: ShapePrior, code: Code, points: Tensor, normals: Tensor,
     sdf, gradient = [], []
     for i in range(0, len(code.t), config.chunk):
         chunk = Code(*(c[i:i + config.chunk] for c in code))
-        query = points.expand(len(chunk.t), -1, -1).clone().requires_grad_(True)
-        with torch.enable_grad():
-            values = prior.sdf(chunk, query)
-            gradient.append(torch.autograd.grad(values.sum(), query)[0])
-        sdf.append(values.detach())
+        values, slope = sdf_and_gradient(prior, chunk, points.expand(len(chunk.t), -1, -1))
+        sdf.append(values)
+        gradient.append(slope)
     sdf, gradient = torch.cat(sdf), torch.cat(gradient)
     agreement = (gradient * normals).sum(-1).abs() / gradient.norm(dim=-1).clamp_min(1e-12)
     reach = (points - code.t).norm(dim=-1) < config.reach * code.s[..., 0]

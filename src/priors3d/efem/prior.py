@@ -143,3 +143,13 @@ class ShapePrior(nn.Module):
 
     def forward(self, scans: Tensor, queries: Tensor) -> Tensor:
         return self.sdf(self.encode(scans), queries)
+
+
+def sdf_and_gradient(prior: ShapePrior, code: Code, points: Tensor) -> tuple[Tensor, Tensor]:
+    """Signed distances ``[B, Q]`` of ``points [B, Q, 3]`` to the shapes of ``code`` and their gradients
+    ``[B, Q, 3]`` with respect to the points, both detached (also under ``torch.no_grad``)."""
+    with torch.enable_grad():
+        query = points.detach().clone().requires_grad_(True)
+        values = prior.sdf(code, query)
+        (gradient,) = torch.autograd.grad(values.sum(), query)
+    return values.detach(), gradient

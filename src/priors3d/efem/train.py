@@ -24,7 +24,7 @@ from priors3d.runs import config_from_dict, load_torch, open_run, save_json
 from priors3d.so3 import random_rotation, rotate
 
 from .data import ScanPool
-from .prior import ShapePrior
+from .prior import ShapePrior, sdf_and_gradient
 from .shapes import PARAMETERS, check_category
 
 KIND = "efem train"
@@ -164,11 +164,7 @@ def evaluate_prior(model: ShapePrior, config: EFEMTrainConfig, seed: int) -> dic
                               ("_so3", (rotate(scans, rotation), rotate(queries, rotation), rotation))):
         with torch.no_grad():
             code = model.encode(s)
-        with torch.enable_grad():
-            q = q.clone().requires_grad_(True)
-            predicted = model.sdf(code, q)
-            (gradient,) = torch.autograd.grad(predicted.sum(), q)
-        predicted = predicted.detach()
+        predicted, gradient = sdf_and_gradient(model, code, q)
         error = (predicted - target).abs()
         up = torch.nn.functional.cosine_similarity(code.z_so3[:, 0], r[:, 2], dim=-1)
         results |= {f"sdf_l1{suffix}": error.mean().item(), f"sdf_l1_near{suffix}": error[near].mean().item(),
