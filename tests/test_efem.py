@@ -259,6 +259,24 @@ def test_em_confidence_prefers_the_shape_whose_normals_agree():
         segment(SphereOracle(centres), points, EMConfig(normal_neighbours=2), g)
 
 
+def test_em_confidence_prefers_the_shape_seen_all_round():
+    """A whole sphere and a hemisphere both lie on their hypotheses' surfaces (coverage and normals perfect), but the
+    hemisphere leaves half of its hypothesis unseen: its confidence must be about half."""
+    g = torch.Generator().manual_seed(2)
+    centres = torch.tensor([[0, 0, 1.0], [1.5, 0, 1.0]], dtype=torch.float64)
+    direction = torch.randn(2, 800, 3, generator=g, dtype=torch.float64)
+    direction = direction / direction.norm(dim=-1, keepdim=True)
+    direction[1, :, 2] = direction[1, :, 2].abs()                        # the second sphere's upper half only
+    points = (0.3 * direction + centres[:, None]).reshape(-1, 3)
+    found = segment(SphereOracle(centres), points, EMConfig(proposals=12, seed_radius=(0.2, 0.5),
+                                                            isolated_iterations=3, joint_iterations=2), g)
+    assert len(found.masks) == 2 and found.masks.sum(1).min() > 700
+    whole = found.masks[:, :800].sum(1) > found.masks[:, 800:].sum(1)
+    assert found.confidence[whole].item() > 0.95
+    # the hemisphere's grid surface: half of it seen, plus the band within inlier·s below its rim
+    assert 0.45 < found.confidence[~whole].item() < 0.7
+
+
 def test_merge_duplicates_keeps_the_most_confident():
     masks = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [0, 0, 0, 1, 1]], dtype=torch.bool)
     kept = merge_duplicates(masks, torch.tensor([0.5, 0.9, 0.1]), iou=0.5)

@@ -14,7 +14,9 @@ keep the inliers they fit best, have at least ``min_inliers`` of them and a plau
 points inside the shape (a hypothesis whose solid swallows observed points is not a visible surface).
 Confidence = coverage (the share of the points within reach that are inliers) × (1 − that violation) × the
 inliers' mean ``|cos|`` (a shape whose surface turns where the scan's does not, a box's faces under a rounded
-hypothesis, is a poor explanation even where its points lie close to it). A proposal never takes points beyond
+hypothesis, is a poor explanation even where its points lie close to it) × completeness (the share of the
+decoded surface with a scene point near it: a hypothesis that explains a box's points with a mug drawn around
+them leaves most of that mug unseen). A proposal never takes points beyond
 ``anchor`` seed radii from its seed. Points at or below ``floor_height`` (z up) are not considered.
 """
 
@@ -61,6 +63,8 @@ class EMConfig:
     max_violation: float = 0.3
     """Largest accepted fraction of observed points inside the shape (deeper than 2·inlier)."""
     merge_iou: float = 0.3
+    surface_grid: int = 28
+    """Grid points per axis over a hypothesis' reach at which its decoded surface is sampled (completeness)."""
     floor_height: float | None = 0.03
     chunk: int = 16
     """Proposals decoded at once."""
@@ -113,6 +117,25 @@ def _accept(relative: Tensor, reach: Tensor, agreement: Tensor, code: Code,
     ok = ((count >= config.min_inliers) & (violation <= config.max_violation)
           & (scale >= config.scale_range[0]) & (scale <= config.scale_range[1]))
     return support, coverage * (1 - violation) * alignment, ok
+
+
+def _completeness(prior: ShapePrior, code: Code, tree: cKDTree, config: EMConfig) -> Tensor:
+    """Share ``[P]`` of each hypothesis' decoded surface that the scan saw: of the grid points within its reach whose
+    ``|sdf|`` is below half a grid cell, those with a scene point (``tree``) within ``inlier·s``."""
+    axis = torch.linspace(-config.reach, config.reach, config.surface_grid, dtype=code.t.dtype)
+    grid = torch.cartesian_prod(axis, axis, axis)
+    grid = grid[grid.norm(dim=-1) < config.reach]
+    half_cell = config.reach / (config.surface_grid - 1)
+    share = torch.zeros(len(code.t), dtype=code.t.dtype)
+    for i in range(len(code.t)):
+        hypothesis = Code(*(c[i:i + 1] for c in code))
+        scale = float(hypothesis.s)
+        samples = grid * scale + hypothesis.t[0]
+        surface = samples[prior.sdf(hypothesis, samples[None])[0].abs() < half_cell * scale]
+        if len(surface):
+            distance = tree.query(surface.cpu().numpy())[0]
+            share[i] = float((distance < config.inlier * scale).mean())
+    return share
 
 
 def _assign(relative: Tensor, support: Tensor) -> Tensor:
@@ -185,6 +208,7 @@ def segment(prior: ShapePrior, points: Tensor, config: EMConfig | None = None,
         weights = evidence
     support, confidence, ok = _accept(relative, reach, agreement, code, config)
     chosen = ok.nonzero()[:, 0]
+    confidence[chosen] *= _completeness(prior, Code(*(c[chosen] for c in code)), cKDTree(x.cpu().numpy()), config)
     if len(chosen):
         chosen = chosen[merge_duplicates(support[chosen], confidence[chosen], config.merge_iou)]
     masks = _assign(relative[chosen], support[chosen])
