@@ -275,6 +275,8 @@ def test_em_confidence_prefers_the_shape_seen_all_round():
     assert found.confidence[whole].item() > 0.95
     # the hemisphere's grid surface: half of it seen, plus the band within inlier·s below its rim
     assert 0.45 < found.confidence[~whole].item() < 0.7
+    with pytest.raises(ValueError, match="surface_grid must be at least 2"):
+        segment(SphereOracle(centres), points, EMConfig(surface_grid=1), g)
 
 
 def test_merge_duplicates_keeps_the_most_confident():

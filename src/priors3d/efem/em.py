@@ -122,11 +122,11 @@ def _accept(relative: Tensor, reach: Tensor, agreement: Tensor, code: Code,
 def _completeness(prior: ShapePrior, code: Code, tree: cKDTree, config: EMConfig) -> Tensor:
     """Share ``[P]`` of each hypothesis' decoded surface that the scan saw: of the grid points within its reach whose
     ``|sdf|`` is below half a grid cell, those with a scene point (``tree``) within ``inlier·s``."""
-    axis = torch.linspace(-config.reach, config.reach, config.surface_grid, dtype=code.t.dtype)
+    axis = torch.linspace(-config.reach, config.reach, config.surface_grid, dtype=code.t.dtype, device=code.t.device)
     grid = torch.cartesian_prod(axis, axis, axis)
     grid = grid[grid.norm(dim=-1) < config.reach]
     half_cell = config.reach / (config.surface_grid - 1)
-    share = torch.zeros(len(code.t), dtype=code.t.dtype)
+    share = torch.zeros(len(code.t), dtype=code.t.dtype, device=code.t.device)
     for i in range(len(code.t)):
         hypothesis = Code(*(c[i:i + 1] for c in code))
         scale = float(hypothesis.s)
@@ -171,6 +171,8 @@ def segment(prior: ShapePrior, points: Tensor, config: EMConfig | None = None,
     if config.normal_neighbours < 3:
         raise ValueError(f"normal_neighbours must be at least 3 (a plane through them), "
                          f"got {config.normal_neighbours}")
+    if config.surface_grid < 2:
+        raise ValueError(f"surface_grid must be at least 2 (grid points per axis), got {config.surface_grid}")
     prior.eval()
     dtype = next(prior.parameters()).dtype
     points = points.to(dtype)
