@@ -29,6 +29,8 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from priors3d.pointcloud.mesh import grid_points
+
 from .prior import Code, ShapePrior, sdf_and_gradient
 
 
@@ -122,8 +124,7 @@ def _accept(relative: Tensor, reach: Tensor, agreement: Tensor, code: Code,
 def _completeness(prior: ShapePrior, code: Code, tree: cKDTree, config: EMConfig) -> Tensor:
     """Share ``[P]`` of each hypothesis' decoded surface that the scan saw: of the grid points within its reach whose
     ``|sdf|`` is below half a grid cell, those with a scene point (``tree``) within ``inlier·s``."""
-    axis = torch.linspace(-config.reach, config.reach, config.surface_grid, dtype=code.t.dtype, device=code.t.device)
-    grid = torch.cartesian_prod(axis, axis, axis)
+    grid = grid_points(config.surface_grid, config.reach).to(code.t)
     grid = grid[grid.norm(dim=-1) < config.reach]
     half_cell = config.reach / (config.surface_grid - 1)
     share = torch.zeros(len(code.t), dtype=code.t.dtype, device=code.t.device)
